@@ -1,0 +1,27 @@
+"""fvae: f-VAEs, variational autoencoders with conditional-flow posteriors (Su & Wu, 2018).
+
+    import fvae
+    model = fvae.build_model("fvae", preset="mnist")     # also "vae", "glow", "composite"
+    nats = model.loss(x)                                   # (B,) negative ELBO, x in [0, 1)
+    bpd = fvae.bits_per_dim(nats, x[0].numel())
+"""
+from __future__ import annotations
+
+from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from fvae.metrics import bits_per_dim
+from fvae.models import FVAE, VAE, CompositeFVAE, Glow, LatentFlowModel, model_from_config
+from fvae.presets import PRESETS, model_config
+
+__version__ = "0.1.0"
+
+
+def build_model(kind: str = "fvae", preset: str = "mnist", **overrides) -> LatentFlowModel:
+    """The ``kind`` model ("fvae", "vae", "glow", "composite") of a named preset;
+    ``overrides`` replace fields of its :class:`ModelConfig`."""
+    return model_from_config(model_config(kind, preset, **overrides))
+
+
+__all__ = [
+    "FVAE", "VAE", "CompositeFVAE", "Glow", "LatentFlowModel", "ModelConfig", "TrainConfig", "DataConfig",
+    "RunConfig", "PRESETS", "bits_per_dim", "build_model", "model_config", "model_from_config",
+]

@@ -1,0 +1,40 @@
+"""ActNorm (Kingma & Dhariwal, 2018): a per-channel affine map with data-dependent initialisation."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ActNorm(nn.Module):
+    """``y = (x + bias) * exp(log_scale)`` per channel; ``logdet = H * W * sum(log_scale)``.
+
+    The first batch seen (``x``: ``(B, C, H, W)``) sets ``bias = -mean`` and
+    ``log_scale = -log(std)`` per channel, so that the output starts with zero mean and
+    unit variance. ``initialized`` is a buffer: it is saved and restored with the weights.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.eps = eps
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set ``bias`` and ``log_scale`` from the statistics of the batch ``x``."""
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.initialized:
+            self.initialize(x)
+        y = (x + self.bias) * torch.exp(self.log_scale)
+        logdet = x.shape[2] * x.shape[3] * self.log_scale.sum()
+        return y, logdet.expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.exp(-self.log_scale) - self.bias

@@ -1,0 +1,22 @@
+"""Likelihood conversions: nats on ``[0, 1)``-scaled images to bits/dim on 8-bit images.
+
+For pixels ``k in {0..255}`` and ``x = (k + noise) / 256`` (uniform dequantization),
+``-log P(k) <= E[-log p(x)] + D ln 256``, so ``bpd = (nats + D ln 256) / (D ln 2)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
+    """Negative log-likelihood (bound) in nats on ``[0, 1)`` data -> bits/dim on 8-bit data."""
+    return (nats + num_dims * math.log(256)) / (num_dims * math.log(2))
+
+
+def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor | float:
+    """Peak signal-to-noise ratio in dB of a mean squared error on images in ``[0, peak]``."""
+    if isinstance(mse, torch.Tensor):
+        return 10 * torch.log10(peak ** 2 / mse)
+    return 10 * math.log10(peak ** 2 / mse)

@@ -1,0 +1,166 @@
+"""The general loss of f-VAEs (the paper's equation A), shared by every model.
+
+With ``u ~ N(0, I)``, ``z = F_x(u)``, prior ``q(z) = N(0, I)`` and decoder ``q(x|z)``:
+
+    L(x) = E_u [ -log q(x | F_x(u)) - log q(F_x(u)) - log|det dF_x(u)/du| + log q(u) ]
+
+an upper bound on ``-log q(x)``. A subclass says what ``F_x`` and ``q(x|z)`` are;
+this class turns them into the loss, the importance-weighted bound, sampling,
+encoding and decoding. Images come in and go out in ``[0, 1)``; inside, the model
+works on ``x' = a (x - 1/2)`` and every nats figure includes that map's Jacobian.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fvae.config import ModelConfig
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over all but the batch dimension: ``(B, ...) -> (B,)``."""
+    z = z.flatten(1)
+    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """``log N(x; mean, sigma^2 I)`` with one scalar ``sigma``, summed per example: ``(B,)``.
+
+    ``= -||x - mean||^2 / (2 sigma^2) - D log sigma - (D/2) log 2 pi``.
+    """
+    d = x[0].numel()
+    sq = (x - mean).flatten(1).pow(2).sum(1)
+    return -0.5 * sq * torch.exp(-2 * log_sigma) - d * log_sigma - 0.5 * d * LOG_2PI
+
+
+class Posterior(NamedTuple):
+    """A draw ``z = F_x(u)`` of the posterior.
+
+    ``logdet``: ``log|det dF_x(u)/du|``, ``(B,)``. ``decoder_input``: what the decoder
+    needs (``F^-1(z)``, kept from the forward pass rather than recomputed).
+    ``kl``: the closed-form ``KL(p(z|x) || q(z))`` where the model has one, else None.
+    """
+
+    z: torch.Tensor
+    logdet: torch.Tensor
+    decoder_input: torch.Tensor
+    kl: torch.Tensor | None = None
+
+
+class LatentFlowModel(nn.Module):
+    """Base of every model: eq. A, its importance-weighted bound, sampling and coding."""
+
+    latent_shape: tuple[int, ...]
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.image_shape = tuple(config.image_shape)
+        self.num_dims = math.prod(self.image_shape)
+        self.data_scale = float(config.data_scale)
+
+    # --- what a model defines -------------------------------------------------------------
+    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+        """``z = F_x(u)`` for model-space images ``x``: ``(B, C, H, W)``, ``u``: ``(B, *latent_shape)``."""
+        raise NotImplementedError
+
+    def decoder_log_prob(self, x: torch.Tensor, decoder_input: torch.Tensor) -> torch.Tensor:
+        """``log q(x | z)``, ``(B,)``, for model-space ``x``."""
+        raise NotImplementedError
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean for latents ``z``: model-space images ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    def posterior_mode(self, x: torch.Tensor) -> torch.Tensor:
+        """``F_x(0)``: the latent of model-space images ``x`` used for reconstruction."""
+        return self.posterior(x, x.new_zeros(x.shape[0], *self.latent_shape)).z
+
+    # --- data space ----------------------------------------------------------------------
+    def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
+        """``x' = a (x - 1/2)``; checks that ``x`` is ``(B, *image_shape)``."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(x.shape)}")
+        return self.data_scale * (x - 0.5)
+
+    def to_image_space(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / self.data_scale + 0.5).clamp(0.0, 1.0)
+
+    @property
+    def log_jacobian(self) -> float:
+        """``D log a``: ``log p(x) = log p(x') + D log a``."""
+        return self.num_dims * math.log(self.data_scale)
+
+    # --- the loss ------------------------------------------------------------------------
+    def _log_weights(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
+        """``(-log q(x|z), log q(u) - logdet - log q(z), posterior)`` on model space."""
+        post = self.posterior(x, u)
+        reconstruction = -self.decoder_log_prob(x, post.decoder_input)
+        kl = standard_normal_log_prob(u) - post.logdet - standard_normal_log_prob(post.z)
+        return reconstruction, kl, post
+
+    def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The parts of the negative ELBO, each ``(B,)`` in nats, for images ``x`` in ``[0, 1)``.
+
+        ``reconstruction = -log q(x|z)``; ``kl`` the rest of eq. A (closed form where the
+        model has it, else its one-sample estimate); ``loss = reconstruction + kl - D log a``.
+        """
+        xm = self.to_model_space(x)
+        u = torch.randn(x.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
+        reconstruction, kl, post = self._log_weights(xm, u)
+        if post.kl is not None:
+            kl = post.kl
+        return {"loss": reconstruction + kl - self.log_jacobian, "reconstruction": reconstruction, "kl": kl}
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-example negative ELBO in nats, ``(B,)``: an upper bound on ``-log p(x)``."""
+        return self.loss_terms(x)["loss"]
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 1024) -> torch.Tensor:
+        """Importance-weighted lower bound on ``log p(x)`` in nats, ``(B,)``:
+
+            log (1/K) sum_k q(x|z_k) q(z_k) / p(z_k|x),   log p(z|x) = log q(u) - log|det dF_x/du|.
+
+        Samples are drawn ``chunk_size`` (example, sample) pairs at a time, so large ``K``
+        fits in memory.
+        """
+        xm = self.to_model_space(x)
+        per_chunk = max(1, chunk_size // x.shape[0])
+        log_ws = []
+        for start in range(0, num_samples, per_chunk):
+            k = min(per_chunk, num_samples - start)
+            xk = xm.repeat_interleave(k, dim=0)
+            u = torch.randn(xk.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
+            reconstruction, kl, _ = self._log_weights(xk, u)
+            log_ws.append((-reconstruction - kl).view(x.shape[0], k))
+        log_w = torch.cat(log_ws, dim=1)
+        return torch.logsumexp(log_w, dim=1) - math.log(num_samples) + self.log_jacobian
+
+    # --- sampling and coding ---------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, num: int, temperature: float = 1.0) -> torch.Tensor:
+        """``z ~ N(0, T^2 I)``, ``x = decoder mean(z)``: ``(num, C, H, W)`` in ``[0, 1]``."""
+        device = next(self.parameters()).device
+        z = temperature * torch.randn(num, *self.latent_shape, device=device)
+        return self.to_image_space(self.generate(z))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in ``[0, 1)`` to latents ``z = F_x(0)``, ``(B, *latent_shape)``."""
+        return self.posterior_mode(self.to_model_space(x))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents to images in ``[0, 1]``."""
+        return self.to_image_space(self.generate(z))
+
+    def scales(self) -> dict[str, torch.Tensor]:
+        """The model's trained scalar scales (``sigma1``, ``sigma2``) for logging."""
+        return {}

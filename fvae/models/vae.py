@@ -1,0 +1,55 @@
+"""Case 1, the VAE: ``F_x(u) = sigma(x) * u + mu(x)``, ``q(x|z) = N(x; G(z), sigma2^2 I)``.
+
+The log-det and the two Gaussian terms of eq. A integrate to the closed form
+
+    KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (mu^2 + sigma^2 - 1 - 2 log sigma),
+
+which the loss uses; the importance-weighted bound uses the sampled terms.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fvae.config import ModelConfig
+from fvae.flows.conditional import ConditionalAffine
+from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob
+from fvae.models.fvae import encoded_shape, make_encoder
+from fvae.nets import Decoder, FlatHead, Unflatten
+
+
+def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mu, sigma^2) || N(0, I))`` per example, ``(B, d) -> (B,)``."""
+    return 0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma).sum(1)
+
+
+class VAE(LatentFlowModel):
+    """A convolutional VAE with a ``latent_dim``-dimensional Gaussian latent."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        features = encoded_shape(config)
+        self.latent_shape = (config.latent_dim,)
+        self.encoder = ConditionalAffine(
+            nn.Sequential(make_encoder(config), FlatHead(math.prod(features), 2 * config.latent_dim)))
+        self.decoder = nn.Sequential(
+            Unflatten(config.latent_dim, features),
+            Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden),
+        )
+        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)))
+
+    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+        mu, log_sigma = self.encoder.mean_log_sigma(x)
+        z = mu + torch.exp(log_sigma) * u
+        return Posterior(z, log_sigma.sum(1), z, gaussian_kl(mu, log_sigma))
+
+    def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return gaussian_log_prob(x, self.decoder(z), self.log_sigma2)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def scales(self) -> dict[str, torch.Tensor]:
+        return {"sigma2": self.log_sigma2.exp().detach()}

@@ -1,0 +1,134 @@
+"""Plain convolutional networks: the f-VAE's encoder ``E`` and decoder ``G``, coupling nets.
+
+These know nothing of flows or losses; they map tensors to tensors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero a layer's weight and bias, so that the block around it starts as the identity."""
+    nn.init.zeros_(module.weight)
+    nn.init.zeros_(module.bias)
+    return module
+
+
+class CouplingNet(nn.Sequential):
+    """``conv3x3(width) - ReLU - conv1x1(width) - ReLU - conv3x3(out, zero-init)``; keeps H, W."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int):
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 1),
+            nn.ReLU(),
+            zero_init(nn.Conv2d(width, out_channels, 3, padding=1)),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv1x1_zero(relu(norm(conv3x3(x))))``: the identity at initialisation.
+
+    The norm is a per-example GroupNorm, so the output never depends on the rest of the
+    batch (the paper's code uses BatchNorm).
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GroupNorm(_groups(hidden), hidden),
+            nn.ReLU(),
+            zero_init(nn.Conv2d(hidden, channels, 1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _groups(channels: int, most: int = 8) -> int:
+    return max(g for g in range(1, most + 1) if channels % g == 0)
+
+
+def _hidden(channels: int, hidden: int | None) -> int:
+    return channels if hidden is None else hidden
+
+
+class Encoder(nn.Module):
+    """``E``: ``levels`` times (squeeze, then ``blocks`` residual blocks).
+
+    ``(B, C, H, W) -> (B, C * 4^L, H / 2^L, W / 2^L)``: as many dimensions out as in.
+    ``hidden=None`` makes each block as wide as its squeezed input (the paper's code).
+    """
+
+    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(channels * 4 ** (l + 1), _hidden(channels * 4 ** (l + 1), hidden))
+                            for _ in range(blocks)])
+            for l in range(levels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(F.pixel_unshuffle(x, 2))
+        return x
+
+
+class Decoder(nn.Module):
+    """``G``: the mirror of :class:`Encoder`, ``levels`` times (blocks, then unsqueeze).
+
+    ``(B, C * 4^L, H / 2^L, W / 2^L) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(channels * 4 ** l, _hidden(channels * 4 ** l, hidden))
+                            for _ in range(blocks)])
+            for l in range(levels, 0, -1)
+        )
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            v = F.pixel_shuffle(stage(v), 2)
+        return v
+
+
+class AffineContext(nn.Module):
+    """``x -> cat(mu, log_sigma)`` for a conditional affine step: ``mu = E(x)`` and
+    ``log_sigma`` from a zero-initialised 1x1 convolution of it (so ``sigma`` starts at 1)."""
+
+    def __init__(self, encoder: nn.Module, channels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.log_sigma = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.encoder(x)
+        return torch.cat([mu, self.log_sigma(mu)], dim=1)
+
+
+class FlatHead(nn.Module):
+    """``(B, C, H, W) -> (B, out)``: a linear map of the flattened features."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h.flatten(1))
+
+
+class Unflatten(nn.Module):
+    """``(B, d) -> (B, *shape)`` through a linear map: the VAE decoder's first layer."""
+
+    def __init__(self, in_features: int, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = shape
+        self.linear = nn.Linear(in_features, shape[0] * shape[1] * shape[2])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z).view(z.shape[0], *self.shape)
