@@ -1,0 +1,135 @@
+"""Properties every flow block and every whole flow must have: exact inverse, log-det equal to
+``log|det|`` of the autograd Jacobian, output shape."""
+import pytest
+import torch
+
+from conftest import perturb
+from fvae.flows import (ActNorm, AdditiveCoupling, AffineCoupling, ConditionalAffine, ConditionalFlow,
+                        ConditionalShift, FlowSequence, InvertibleConv1x1, InvertibleConv1x1LU, MultiScaleGlow,
+                        Permutation, Squeeze, glow_step)
+from fvae.nets import AffineContext, Encoder
+
+SHAPE = (4, 4, 4)  # (C, H, W): small enough for a dense Jacobian
+
+BLOCKS = {
+    "actnorm": lambda: ActNorm(4),
+    "conv1x1": lambda: InvertibleConv1x1(4),
+    "conv1x1_lu": lambda: InvertibleConv1x1LU(4),
+    "permutation_reverse": lambda: Permutation(4, "reverse"),
+    "permutation_shuffle": lambda: Permutation(4, "shuffle", seed=3),
+    "affine_coupling": lambda: AffineCoupling(4, 8),
+    "additive_coupling": lambda: AdditiveCoupling(4, 8),
+    "squeeze": lambda: Squeeze(),
+    "glow_step_affine": lambda: glow_step(4, 8, "affine", "conv1x1_lu"),
+    "glow_step_additive_shuffle": lambda: glow_step(4, 8, "additive", "shuffle"),
+    "sequence": lambda: FlowSequence(glow_step(4, 8), Squeeze(), glow_step(16, 8, mixing="conv1x1")),
+    "glow_1_level": lambda: MultiScaleGlow(SHAPE, 1, 2, 8, squeeze_first=False),
+    "glow_2_levels": lambda: MultiScaleGlow(SHAPE, 2, 2, 8, squeeze_first=False),
+    "glow_2_levels_squeeze_first": lambda: MultiScaleGlow(SHAPE, 2, 1, 8, "additive", "reverse"),
+    "glow_3_levels_odd_split": lambda: MultiScaleGlow((3, 8, 8), 3, 1, 8),
+}
+
+
+def make_block(name):
+    block = BLOCKS[name]().double()
+    x = torch.randn(16, *(SHAPE if "odd" not in name else (3, 8, 8)), dtype=torch.float64)
+    block(x)  # data-dependent initialisation (ActNorm)
+    return perturb(block), x[:3]
+
+
+def log_abs_det_jacobian(fn, x):
+    """``log|det dfn/dx|`` of each example, from the dense autograd Jacobian."""
+    out = []
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0].flatten(), xi)
+        out.append(torch.linalg.slogdet(jac.reshape(xi.numel(), xi.numel()))[1])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_inverse_round_trip(name):
+    block, x = make_block(name)
+    y, logdet = block(x)
+    assert logdet.shape == (x.shape[0],)
+    assert y.numel() == x.numel()
+    torch.testing.assert_close(block.inverse(y), x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_logdet_matches_autograd_jacobian(name):
+    block, x = make_block(name)
+    _, logdet = block(x)
+    torch.testing.assert_close(logdet, log_abs_det_jacobian(block, x), atol=1e-6, rtol=1e-6)
+
+
+def test_actnorm_initialises_to_zero_mean_unit_variance():
+    x = 3.0 + 2.5 * torch.randn(64, 5, 6, 6, dtype=torch.float64)
+    norm = ActNorm(5).double()
+    y, _ = norm(x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(5, dtype=torch.float64), atol=1e-10, rtol=0)
+    torch.testing.assert_close(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(5, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    assert bool(norm.initialized)
+    y2, _ = norm(x + 1.0)  # later batches do not re-initialise
+    torch.testing.assert_close(y2 - y, torch.exp(norm.log_scale).expand_as(y))
+
+
+def test_coupling_blocks_start_as_identity():
+    x = torch.randn(2, *SHAPE)
+    for block in (AffineCoupling(4, 8), AdditiveCoupling(4, 8)):
+        y, logdet = block(x)
+        torch.testing.assert_close(y, x)
+        torch.testing.assert_close(logdet, torch.zeros(2))
+
+
+def test_multiscale_glow_rejects_odd_sizes_and_wrong_shapes():
+    with pytest.raises(ValueError, match="even"):
+        MultiScaleGlow((4, 7, 7), 2, 1, 8, squeeze_first=False)
+    flow = MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False)
+    with pytest.raises(ValueError, match="shape"):
+        flow(torch.randn(2, 4, 8, 8))
+
+
+# --- conditional flows F_x(u) ------------------------------------------------------------------
+
+def _context_net():
+    return AffineContext(Encoder(1, 1, 1, 8), 4)
+
+
+CONDITIONAL = {
+    "conditional_affine": lambda: ConditionalAffine(_context_net()),
+    "conditional_shift": lambda: ConditionalShift(Encoder(1, 1, 1, 8), sigma_init=0.7),
+    # the paper's example: f1 = F1(s1(x) u + m1(x)), f2 = F2(s2(x) f1 + m2(x)), F_x = s3(x) f2 + m3(x)
+    "paper_composite": lambda: ConditionalFlow(
+        ConditionalAffine(_context_net()), MultiScaleGlow(SHAPE, 1, 1, 8, squeeze_first=False),
+        ConditionalAffine(_context_net()), MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False),
+        ConditionalAffine(_context_net())),
+}
+
+
+@pytest.mark.parametrize("name", list(CONDITIONAL))
+def test_conditional_flow_inverse_and_logdet(name):
+    flow = CONDITIONAL[name]().double()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    u = torch.randn(3, *SHAPE, dtype=torch.float64)
+    flow(u, x)
+    perturb(flow)
+    y, logdet = flow(u, x)
+    torch.testing.assert_close(flow.inverse(y, x), u, atol=1e-5, rtol=0)
+    expected = torch.stack([
+        log_abs_det_jacobian(lambda v, xi=xi: flow(v, xi[None])[0], ui[None])[0] for ui, xi in zip(u, x)])
+    torch.testing.assert_close(logdet, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_composite_logdets_add_up():
+    parts = CONDITIONAL["paper_composite"]().double()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    u = torch.randn(2, *SHAPE, dtype=torch.float64)
+    perturb(parts)
+    total, h = torch.zeros(2, dtype=torch.float64), u
+    for step in parts.steps:
+        h, ld = step(h, x) if isinstance(step, ConditionalAffine) else step(h)
+        total = total + ld
+    y, logdet = parts(u, x)
+    torch.testing.assert_close(y, h)
+    torch.testing.assert_close(logdet, total)

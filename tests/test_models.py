@@ -1,0 +1,164 @@
+"""The models and the general loss: closed forms, exact densities, gradients, training."""
+import math
+
+import pytest
+import torch
+
+import fvae
+from fvae.models.base import standard_normal_log_prob
+from fvae.models.vae import gaussian_kl
+
+KINDS = ("fvae", "vae", "glow", "composite")
+TINY = dict(image_shape=(1, 8, 8), encoder_blocks=1, encoder_hidden=8, flow_levels=2, flow_steps=2,
+            flow_width=16, inner_flow_steps=1, latent_dim=6)
+
+
+def tiny(kind, **overrides):
+    config = {**TINY, **({"encoder_levels": 1} if kind != "glow" else {}), **overrides}
+    return fvae.build_model(kind, "mnist", **config)
+
+
+def images(n=8, shape=(1, 8, 8), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.randint(0, 256, (n, *shape), generator=g) + torch.rand(n, *shape, generator=g)) / 256)
+
+
+def test_bits_per_dim_matches_hand_computation():
+    # bpd = (nats + D ln 256) / (D ln 2) = 8 + nats / (D ln 2)
+    assert fvae.bits_per_dim(0.0, 784) == pytest.approx(8.0)
+    assert fvae.bits_per_dim(784 * math.log(2), 784) == pytest.approx(9.0)
+    assert fvae.bits_per_dim(1000.0, 784) == pytest.approx(8 + 1000 / 543.4273895589971)
+    assert fvae.bits_per_dim(torch.tensor([-784 * 8 * math.log(2)]), 784).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_api_shapes(kind):
+    model = tiny(kind)
+    x = images()
+    terms = model.loss_terms(x)
+    assert set(terms) == {"loss", "reconstruction", "kl"}
+    assert all(t.shape == (8,) for t in terms.values())
+    torch.testing.assert_close(terms["loss"], terms["reconstruction"] + terms["kl"] - model.log_jacobian)
+    assert model.log_likelihood(x, num_samples=4).shape == (8,)
+    samples = model.sample(5, temperature=0.8)
+    assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    z = model.encode(x)
+    assert z.shape == (8, *model.latent_shape)
+    assert model.decode(z).shape == x.shape
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_image_shape_is_a_clear_error(kind):
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 8, 8\)"):
+        tiny(kind).loss(torch.rand(2, 3, 8, 8))
+
+
+def test_general_loss_with_conditional_affine_is_the_vae_closed_form_kl():
+    """Case 1: E_u[log q(u) - log|det dF_x/du| - log q(F_x(u))] = KL(N(mu, sigma^2) || N(0, I))."""
+    model = tiny("vae").double()
+    x = model.to_model_space(images(1).double())
+    with torch.no_grad():
+        model.encoder.net[1].linear.bias.copy_(torch.linspace(-1, 1, 12, dtype=torch.float64))
+        u = torch.randn(200_000, 6, dtype=torch.float64)
+        post = model.posterior(x.expand(len(u), -1, -1, -1), u)
+    mc = standard_normal_log_prob(u) - post.logdet - standard_normal_log_prob(post.z)
+    closed = post.kl[0]
+    assert closed > 0.5
+    assert abs(mc.mean() - closed) < 4 * mc.std() / math.sqrt(len(u))
+    mu, log_sigma = model.encoder.mean_log_sigma(x)
+    torch.testing.assert_close(closed, gaussian_kl(mu, log_sigma)[0])
+
+
+def _affine_glow():
+    """A Glow whose flow is a known affine map: squeeze, then ActNorm and a 1x1 convolution
+    that we set, then an additive coupling whose zero-initialised net makes it the identity."""
+    model = fvae.build_model("glow", "mnist", image_shape=(1, 4, 4), flow_levels=1, flow_steps=1, flow_width=8,
+                             coupling="additive", mixing="conv1x1", dequant_sigma=1e-4).double()
+    actnorm, conv, _ = model.flow.flows[0].blocks[0].blocks
+    g = torch.Generator().manual_seed(1)
+    bias = 0.3 * torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)
+    log_scale = 0.5 * torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)
+    weight = torch.randn(4, 4, generator=g, dtype=torch.float64) + 2 * torch.eye(4, dtype=torch.float64)
+    with torch.no_grad():
+        actnorm.bias.copy_(bias)
+        actnorm.log_scale.copy_(log_scale)
+        actnorm.initialized.fill_(True)
+        conv.weight.copy_(weight)
+    # z_p = M (v_p + b) for each 2x2 patch v_p (4 values): v_p ~ N(-b, (M^T M)^-1)
+    m = weight @ torch.diag(log_scale.flatten().exp())
+    gaussian = torch.distributions.MultivariateNormal(-bias.flatten(), precision_matrix=m.T @ m)
+    return model, gaussian
+
+
+def test_glow_with_affine_flow_has_the_exact_gaussian_density():
+    model, gaussian = _affine_glow()
+    x = images(4, (1, 4, 4)).double()
+    patches = torch.nn.functional.pixel_unshuffle(model.to_model_space(x), 2).permute(0, 2, 3, 1).reshape(4, -1, 4)
+    exact = gaussian.log_prob(patches).sum(1) + model.log_jacobian
+    torch.testing.assert_close(model.exact_log_likelihood(x), exact, atol=1e-9, rtol=0)
+    # case 2: the loss is -log p_F(x + sigma u), sigma = 1e-4: the Gaussian's density up to O(sigma)
+    losses = torch.stack([model.loss(x) for _ in range(20)])
+    torch.testing.assert_close(losses.mean(0), -exact, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_importance_weighted_bound_tightens_with_more_samples(kind):
+    model = tiny(kind).double()
+    x = images(4).double()
+    model.loss(x)  # ActNorm initialisation
+    n = 400
+    elbos = -torch.stack([model.loss(x) for _ in range(n)])
+    iw1 = torch.stack([model.log_likelihood(x, num_samples=1) for _ in range(n)])
+    # K = 1 is the ELBO itself: equal means, to within 5 standard errors
+    std_error = ((elbos.var(0) + iw1.var(0)) / n).sqrt()
+    assert ((iw1.mean(0) - elbos.mean(0)).abs() < 5 * std_error + 1e-6).all()
+    iw = {k: torch.stack([model.log_likelihood(x, num_samples=k, chunk_size=64) for _ in range(20)]).mean(0)
+          for k in (10, 100)}
+    assert (iw[10] >= elbos.mean(0) - 5 * std_error).all()
+    assert (iw[100] >= iw[10] - 5 * std_error).all()
+
+
+def test_kl_and_decoder_constants_make_sigma2_finite():
+    """sigma2's gradient changes sign around the residual's RMS: D log sigma2 is in the loss."""
+    model = tiny("fvae")
+    x = images()
+    with torch.no_grad():
+        model.log_sigma2.fill_(math.log(100.0))
+    model.loss(x).mean().backward()
+    assert model.log_sigma2.grad > 0  # a huge sigma2 is pushed back down
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mnist_presets_have_finite_gradients_for_every_parameter(kind):
+    _check_gradients(fvae.build_model(kind, "mnist"), batch=4)
+
+
+def _check_gradients(model, batch):
+    x = images(batch, model.image_shape)
+    model.loss(x).mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["cifar10", "celebahq64", "celebahq128"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_full_presets_have_finite_gradients(kind, preset):
+    _check_gradients(fvae.build_model(kind, preset), batch=2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_on_a_fixed_batch_lowers_the_loss(kind):
+    torch.manual_seed(0)
+    model = tiny(kind)
+    x = images(32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    start = fvae.bits_per_dim(model.loss(x).mean().item(), 64)
+    for _ in range(300):
+        loss = model.loss(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end = fvae.bits_per_dim(torch.stack([model.loss(x).mean() for _ in range(5)]).mean().item(), 64)
+    assert end < start - 0.3 * abs(start - 8.0) - 1.0, (start, end)
