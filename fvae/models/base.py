@@ -118,6 +118,10 @@ class LatentFlowModel(nn.Module):
             kl = post.kl
         return {"loss": reconstruction + kl - self.log_jacobian, "reconstruction": reconstruction, "kl": kl}
 
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`loss_terms`, so that wrappers such as DDP see the loss as the forward pass."""
+        return self.loss_terms(x)
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Per-example negative ELBO in nats, ``(B,)``: an upper bound on ``-log p(x)``."""
         return self.loss_terms(x)["loss"]
