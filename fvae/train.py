@@ -116,6 +116,7 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.ctx = setup_distributed()
         tc = config.train
+        torch.manual_seed(tc.seed)  # the same initial weights and fixed buffers on every rank
         self.model = model_from_config(config.model).to(self.ctx.device)
         self.train_set = load_dataset(config.data, "train", config.model.image_shape)
         self.test_set = load_dataset(config.data, "test", config.model.image_shape)
@@ -227,7 +228,7 @@ class Trainer:
             terms = self.ddp(x)
         loss = terms["loss"].float().mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         ok = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
         ok = not _any(not ok, self.ctx)
@@ -318,8 +319,11 @@ class Trainer:
         return path
 
     def _finish(self, writer) -> dict:
-        self._write_samples(writer)
-        checkpoint = self._checkpoint(writer)
+        if self.step % self.config.train.sample_every:
+            self._write_samples(writer)
+        last = list_checkpoints(self.run_dir)
+        done = last and load_state(last[-1])["step"] == self.step
+        checkpoint = last[-1] if done else self._checkpoint(writer)
         summary = {}
         if self.ctx.is_main:
             last = json.loads((self.run_dir / "metrics.jsonl").read_text().splitlines()[-1])

@@ -1,0 +1,169 @@
+"""Training: data parallelism, exact resume after a kill, recovery from non-finite steps, signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fvae.train
+from fvae.checkpoint import CheckpointError, list_checkpoints, load_model, load_state
+from fvae.config import RunConfig, apply_overrides
+from fvae.models import model_from_config
+from fvae.presets import run_config
+from fvae.train import TrainingDiverged, train
+
+TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+        "train.batch_size=16", "train.eval_batches=2", "train.log_every=5", "train.sample_every=1000"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def tiny_config(*overrides):
+    return apply_overrides(run_config("fvae", "mnist"), TINY + list(overrides))
+
+
+def fvae_cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "fvae.cli", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def weights(run_dir):
+    return load_file(list_checkpoints(run_dir)[-1] / "model.safetensors")
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+
+
+def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path), *TINY, "train.max_steps=12",
+           "train.checkpoint_every=6"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert_same_weights(rank0, rank1)
+    assert any(k.endswith("initialized") and bool(v) for k, v in rank0.items())
+    fresh = model_from_config(RunConfig.load_yaml(tmp_path / "config.yaml").model)
+    moved = [k for k, v in fresh.state_dict().items() if not torch.equal(v, rank0[k])]
+    assert moved  # it trained
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 12
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    common = [*TINY, "train.max_steps=150", "train.checkpoint_every=10"]
+    straight = fvae_cli("train", "--no-progress", "--out", str(tmp_path / "straight"), *common)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    killed = fvae_cli("train", "--no-progress", "--out", str(tmp_path / "killed"), *common)
+    deadline = time.time() + 120
+    while len(list_checkpoints(tmp_path / "killed")) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    interrupted_at = load_state(list_checkpoints(tmp_path / "killed")[-1])["step"]
+    assert 0 < interrupted_at < 150
+
+    resumed = fvae_cli("train", "--no-progress", "--resume", "--out", str(tmp_path / "killed"))
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert load_state(list_checkpoints(tmp_path / "killed")[-1])["step"] == 150
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "killed"))
+
+
+def _poison(monkeypatch, bad_steps):
+    calls = {"n": -1}
+    original = fvae.train.dequantize
+
+    def dequantize(images, generator=None):
+        calls["n"] += 1
+        x = original(images, generator)
+        # call 0 initialises ActNorm; call n is step n - 1
+        return x * float("nan") if calls["n"] - 1 in bad_steps else x
+
+    monkeypatch.setattr(fvae.train, "dequantize", dequantize)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    _poison(monkeypatch, {3, 7, 8})
+    summary = train(tiny_config("train.max_steps=20", "train.checkpoint_every=10"), tmp_path, progress=False)
+    assert summary["skipped_steps"] == 3 and summary["steps"] == 20
+    model, _, _ = load_model(tmp_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["skipped_steps"] == 3
+
+
+def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
+    _poison(monkeypatch, set(range(12, 100)))
+    config = tiny_config("train.max_steps=60", "train.checkpoint_every=10", "train.max_bad_steps=5")
+    with pytest.raises(TrainingDiverged, match=r"5 non-finite steps in a row.*step-00000010"):
+        train(config, tmp_path, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000010"]
+    model, _, _ = load_model(tmp_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_save_a_checkpoint_before_exiting(tmp_path, sig):
+    run = fvae_cli("train", "--no-progress", "--out", str(tmp_path), *TINY, "train.max_steps=100000",
+                   "train.checkpoint_every=7")
+    deadline = time.time() + 120
+    while not list_checkpoints(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(sig)
+    assert run.wait(timeout=120) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_by"] == sig.name
+    assert load_state(list_checkpoints(tmp_path)[-1])["step"] == summary["steps"] > 7
+
+
+def test_ema_weights_are_saved_and_used(tmp_path):
+    train(tiny_config("train.max_steps=10", "train.ema_decay=0.9"), tmp_path, progress=False)
+    checkpoint = list_checkpoints(tmp_path)[-1]
+    ema, raw = load_file(checkpoint / "ema.safetensors"), load_file(checkpoint / "model.safetensors")
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    model, _, _ = load_model(tmp_path)
+    assert torch.equal(model.state_dict()["log_sigma2"], ema["log_sigma2"])
+
+
+def test_checkpoint_of_another_config_fails_naming_the_mismatch(tmp_path):
+    train(tiny_config("train.max_steps=2"), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"model.flow_width: checkpoint 16, config 32"):
+        train(tiny_config("train.max_steps=4", "model.flow_width=32"), tmp_path, resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config("train.max_steps=4"), tmp_path, progress=False)
+
+
+def test_checkpoint_is_loadable_without_pickle(tmp_path):
+    train(tiny_config("train.max_steps=2"), tmp_path, progress=False)
+    state = torch.load(list_checkpoints(tmp_path)[-1] / "state.pt", weights_only=True)
+    assert state["step"] == 2 and "optimizer" in state
+
+
+def test_default_command_runs_end_to_end(tmp_path):
+    run = fvae_cli("train", "--max-steps", "3", "--out", str(tmp_path / "run"), "train.eval_batches=1")
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.glob("samples*.png")) == ["samples_T0.8.png", "samples_T1.png"]
+    assert list_checkpoints(run_dir)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    config = RunConfig.load_yaml(run_dir / "config.yaml")
+    assert config.model.kind == "fvae" and config.data.name == "embedded"
+
+
+def test_train_help_documents_every_option():
+    done = subprocess.run([sys.executable, "-m", "fvae.cli", "train", "--help"], env=ENV, capture_output=True,
+                          text=True)
+    for option in ("--model", "--preset", "--data", "--data-root", "--config", "--max-steps", "--max-time",
+                   "--seed", "--out", "--resume", "--ema", "section.field=value"):
+        assert option in done.stdout
