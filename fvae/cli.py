@@ -84,7 +84,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", help="run folder (default runs/MODEL-PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -102,10 +102,200 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- using a trained run ---------------------------------------------------------------------
+
+def _load(args: argparse.Namespace):
+    """The model of ``args.path`` (a run or checkpoint folder) and the run folder it belongs to."""
+    import torch
+
+    from fvae.checkpoint import load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, config, checkpoint = load_model(args.path, use_ema=not args.no_ema, device=device)
+    torch.manual_seed(args.seed)
+    return model, config, checkpoint, checkpoint.parent.parent
+
+
+def _test_set(config: RunConfig, args: argparse.Namespace):
+    from fvae.data import load_dataset
+
+    data = config.data
+    if getattr(args, "data_root", None):
+        data = apply_overrides(config, [f"data.root={args.data_root}"]).data
+    return load_dataset(data, "test", config.model.image_shape)
+
+
+def _test_images(config: RunConfig, args: argparse.Namespace, indices: list[int], device) -> "torch.Tensor":
+    import torch
+
+    from fvae.data import dequantize
+
+    test_set = _test_set(config, args)
+    g = torch.Generator().manual_seed(args.seed)
+    return dequantize(torch.stack([test_set[i % len(test_set)][0] for i in indices]), g).to(device)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    import torch
+    import torchvision
+
+    import fvae
+    from fvae.data import dataset_key, load_dataset
+    from fvae.evaluate import evaluate
+    from fvae.fid import FeatureExtractor
+
+    started = time.time()
+    model, config, checkpoint, run_dir = _load(args)
+    test_set = _test_set(config, args)
+    features = None
+    if args.fid_samples:
+        try:
+            features = FeatureExtractor(args.fid_features, dataset_key(config.data),
+                                        load_dataset(config.data, "train", config.model.image_shape),
+                                        config.model.image_shape[0])
+        except ValueError as error:
+            print(f"fvae eval: no FID: {error}", file=sys.stderr)
+    metrics = evaluate(model, test_set, num_samples=args.num_samples, batch_size=args.batch_size,
+                       max_images=args.max_images, features=features, fid_samples=args.fid_samples, seed=args.seed)
+    record = {
+        "checkpoint": str(checkpoint), "step": int(checkpoint.name.split("-")[-1]), "model": config.model.kind,
+        "preset": config.preset, "dataset": config.data.name, "num_samples": args.num_samples,
+        "metrics": metrics, "command": " ".join(["fvae", *sys.argv[1:]]),
+        "versions": {"fvae": fvae.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "python": platform.python_version()},
+        "seconds": round(time.time() - started, 2),
+    }
+    out = Path(args.out) if args.out else run_dir / "eval.json"
+    out.write_text(json.dumps(record, indent=2))
+    with open(run_dir / "evals.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    width = max(len(k) for k in metrics)
+    print(f"{checkpoint} ({config.model.kind}, {metrics['num_images']} test images, K={args.num_samples})")
+    for k, v in metrics.items():
+        label = metrics["fid_name"] if k == "fid" else k
+        if k != "fid_name":
+            print(f"  {label:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {label:<{width}}  {v}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from torchvision.utils import save_image
+
+    model, _, _, run_dir = _load(args)
+    out = Path(args.out) if args.out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for t in args.temperatures:
+        images = model.sample(args.num, temperature=t)
+        path = out / f"samples_T{t:g}.png"
+        save_image(images, path, nrow=args.nrow)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from torchvision.utils import save_image
+
+    from fvae.pictures import reconstruction_grid
+
+    model, config, _, run_dir = _load(args)
+    x = _test_images(config, args, list(range(args.num)), next(model.parameters()).device)
+    path = Path(args.out) if args.out else run_dir / "reconstructions.png"
+    save_image(reconstruction_grid(model, x), path, nrow=8)
+    print(f"wrote {path} (rows: inputs, then their reconstructions)")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from fvae.pictures import interpolation_rows, interpolation_square
+
+    model, config, _, run_dir = _load(args)
+    device = next(model.parameters()).device
+    n_test = len(_test_set(config, args))
+    picks = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    if args.images == 4:
+        grid = interpolation_square(model, _test_images(config, args, picks[:4], device), args.steps)
+    else:
+        x = _test_images(config, args, picks[: 2 * args.rows], device)
+        grid = interpolation_rows(model, x[: args.rows], x[args.rows:], args.steps)
+    path = Path(args.out) if args.out else run_dir / f"interpolation_{args.images}.png"
+    save_image(grid, path, nrow=args.steps)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from fvae.compare import comparison_rows, load_run, markdown_table, plot_curves
+
+    runs = [load_run(r) for r in args.runs]
+    rows = comparison_rows(runs)
+    table = markdown_table(rows)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(table + "\n")
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
+    plot_curves(runs, out / "comparison.png")
+    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'comparison.png'}")
+    return 0
+
+
+def _run_parser(sub, name: str, help: str, run) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", metavar="RUN", help="a run folder made by fvae train (its newest checkpoint) "
+                                                "or a checkpoint folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even where EMA weights were saved")
+    p.add_argument("--out", help="where to write (default: in the run folder)")
+    p.set_defaults(func=run)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fvae", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
+
+    p = _run_parser(sub, "eval", "bits/dim (ELBO, importance-weighted, exact), reconstruction error and FID "
+                                 "on the test split; writes eval.json", cmd_eval)
+    p.add_argument("--num-samples", type=int, default=100, help="K of the importance-weighted bound (0: skip it)")
+    p.add_argument("--batch-size", type=int, default=64, help="test images per batch")
+    p.add_argument("--max-images", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--fid-samples", type=int, default=1000, help="samples for FID (0: no FID)")
+    p.add_argument("--fid-features", choices=("auto", "inception", "classifier"), default="auto",
+                   help="Inception features when available, else a cached classifier's")
+    p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
+
+    p = _run_parser(sub, "sample", "write a PNG grid of samples per temperature", cmd_sample)
+    p.add_argument("--num", type=int, default=64, help="samples per temperature")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.8], help="prior standard deviations")
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+
+    p = _run_parser(sub, "reconstruct", "test images beside their reconstructions decode(encode(x))", cmd_reconstruct)
+    p.add_argument("--num", type=int, default=32, help="test images")
+    p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
+
+    p = _run_parser(sub, "interpolate", "interpolate in z between test images, rows of --steps", cmd_interpolate)
+    p.add_argument("--images", type=int, choices=(2, 4), default=2,
+                   help="2: one pair a row; 4: a square between four corners")
+    p.add_argument("--rows", type=int, default=8, help="pairs, with --images 2")
+    p.add_argument("--steps", type=int, default=9, help="images a row")
+    p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
+
+    p = sub.add_parser("compare", help="table and plots of bits/dim and FID against steps and time for runs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders made by fvae train")
+    p.add_argument("--out", default="comparison", help="folder for comparison.{md,json,png}")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -116,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.func(args)
     except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"fvae {args.command}: error: {error}", file=sys.stderr)
         return 2

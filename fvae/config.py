@@ -73,6 +73,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     eval_batches: int = 8
+    fid_samples: int = 0
     max_bad_steps: int = 20
     num_workers: int = 0
     temperatures: tuple[float, ...] = (1.0, 0.8)

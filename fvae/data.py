@@ -173,3 +173,10 @@ def load_dataset(config: DataConfig, split: str, image_shape: tuple[int, int, in
         return ImageFolder(Path(name).expanduser(), split, image_shape)
     raise DataError(f"unknown dataset {name!r}: expected 'embedded', one of {TORCHVISION}, "
                     f"or the path of an image folder")
+
+
+def dataset_key(config: DataConfig) -> str:
+    """A name for the dataset that stays the same across runs (for caches)."""
+    if config.name in ("embedded", *TORCHVISION):
+        return config.name
+    return str(Path(config.name).expanduser().resolve())

@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from fvae.checkpoint import check_compatible, list_checkpoints, load_state, load_weights, save_checkpoint
 from fvae.config import RunConfig
-from fvae.data import dequantize, load_dataset
+from fvae.data import dataset_key, dequantize, load_dataset
+from fvae.evaluate import sample_fid
+from fvae.fid import FeatureExtractor
 from fvae.metrics import bits_per_dim
 from fvae.models import LatentFlowModel, model_from_config
 
@@ -141,6 +143,8 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False) if self.ctx.world_size > 1
                     else self.model)
         self.stop_signal: str | None = None
+        self._features: FeatureExtractor | None = None
+        self._fid_unavailable = False
 
     # --- set-up ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -300,6 +304,20 @@ class Trainer:
                 total, count = total + nats.sum().item(), count + len(nats)
         return bits_per_dim(total / count, model.num_dims)
 
+    def test_fid(self) -> float | None:
+        """FID (classifier features) of ``fid_samples`` samples, where the dataset has labels."""
+        tc = self.config.train
+        if not tc.fid_samples or self._fid_unavailable:
+            return None
+        if self._features is None:
+            try:
+                self._features = FeatureExtractor("classifier", dataset_key(self.config.data), self.train_set,
+                                                  self.config.model.image_shape[0], progress=False)
+            except ValueError:  # an unlabelled dataset has no classifier features
+                self._fid_unavailable = True
+                return None
+        return sample_fid(self._eval_model().eval(), self.test_set, self._features, tc.fid_samples, seed=tc.seed)
+
     def _checkpoint(self, writer) -> Path | None:
         path = None
         if self.ctx.is_main:
@@ -307,6 +325,10 @@ class Trainer:
             writer.add_scalar("test/bits_per_dim", test_bpd, self.step)
             record = {"step": self.step, "wall_time": round(self.elapsed, 3), "test_bpd": test_bpd,
                       "skipped_steps": self.bad_steps}
+            fid = self.test_fid()
+            if fid is not None:
+                writer.add_scalar("test/fid_classifier_features", fid, self.step)
+                record["fid"] = fid
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import fvae
+from conftest import affine_glow, to_patches
 from fvae.models.base import standard_normal_log_prob
 from fvae.models.vae import gaussian_kl
 
@@ -69,32 +70,10 @@ def test_general_loss_with_conditional_affine_is_the_vae_closed_form_kl():
     torch.testing.assert_close(closed, gaussian_kl(mu, log_sigma)[0])
 
 
-def _affine_glow():
-    """A Glow whose flow is a known affine map: squeeze, then ActNorm and a 1x1 convolution
-    that we set, then an additive coupling whose zero-initialised net makes it the identity."""
-    model = fvae.build_model("glow", "mnist", image_shape=(1, 4, 4), flow_levels=1, flow_steps=1, flow_width=8,
-                             coupling="additive", mixing="conv1x1", dequant_sigma=1e-4).double()
-    actnorm, conv, _ = model.flow.flows[0].blocks[0].blocks
-    g = torch.Generator().manual_seed(1)
-    bias = 0.3 * torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)
-    log_scale = 0.5 * torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)
-    weight = torch.randn(4, 4, generator=g, dtype=torch.float64) + 2 * torch.eye(4, dtype=torch.float64)
-    with torch.no_grad():
-        actnorm.bias.copy_(bias)
-        actnorm.log_scale.copy_(log_scale)
-        actnorm.initialized.fill_(True)
-        conv.weight.copy_(weight)
-    # z_p = M (v_p + b) for each 2x2 patch v_p (4 values): v_p ~ N(-b, (M^T M)^-1)
-    m = weight @ torch.diag(log_scale.flatten().exp())
-    gaussian = torch.distributions.MultivariateNormal(-bias.flatten(), precision_matrix=m.T @ m)
-    return model, gaussian
-
-
 def test_glow_with_affine_flow_has_the_exact_gaussian_density():
-    model, gaussian = _affine_glow()
+    model, gaussian = affine_glow()
     x = images(4, (1, 4, 4)).double()
-    patches = torch.nn.functional.pixel_unshuffle(model.to_model_space(x), 2).permute(0, 2, 3, 1).reshape(4, -1, 4)
-    exact = gaussian.log_prob(patches).sum(1) + model.log_jacobian
+    exact = gaussian.log_prob(to_patches(model, x)).sum(1) + model.log_jacobian
     torch.testing.assert_close(model.exact_log_likelihood(x), exact, atol=1e-9, rtol=0)
     # case 2: the loss is -log p_F(x + sigma u), sigma = 1e-4: the Gaussian's density up to O(sigma)
     losses = torch.stack([model.loss(x) for _ in range(20)])

@@ -19,7 +19,7 @@ from fvae.presets import run_config
 from fvae.train import TrainingDiverged, train
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-        "train.batch_size=16", "train.eval_batches=2", "train.log_every=5", "train.sample_every=1000"]
+        "train.batch_size=16", "train.eval_batches=2", "train.fid_samples=0", "train.log_every=5", "train.sample_every=1000"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -1,0 +1,84 @@
+"""Compare training runs: a table of final numbers and plots of bits/dim and FID against
+steps and wall-clock time, read from each run's ``metrics.jsonl`` and ``eval.json``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fvae.config import RunConfig
+from fvae.models import model_from_config
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """A run's name, config, curve (``metrics.jsonl``), last evaluation and parameter count."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no metrics.jsonl")
+    curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    config = RunConfig.load_yaml(run_dir / "config.yaml")
+    evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
+    parameters = sum(p.numel() for p in model_from_config(config.model).parameters())
+    return {"name": run_dir.name, "model": config.model.kind, "preset": config.preset, "curve": curve,
+            "eval": evaluation, "parameters": parameters}
+
+
+def comparison_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        last = run["curve"][-1]
+        row = {"run": run["name"], "model": run["model"], "preset": run["preset"],
+               "parameters": run["parameters"], "steps": last["step"], "wall_time_s": last["wall_time"],
+               "test_bpd": last["test_bpd"], "fid": last.get("fid")}
+        if run["eval"]:
+            metrics = run["eval"]["metrics"]
+            row.update({k: metrics.get(k) for k in ("elbo_bpd", "iw_bpd", "exact_bpd", "psnr", "fid")
+                        if metrics.get(k) is not None})
+            row["fid_name"] = metrics.get("fid_name")
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = ["run", "model", "preset", "parameters", "steps", "wall_time_s", "test_bpd", "elbo_bpd", "iw_bpd",
+               "exact_bpd", "psnr", "fid"]
+    columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
+
+    def cell(v):
+        return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    fid_names = {r.get("fid_name") for r in rows} - {None}
+    if fid_names:
+        lines.append(f"\nfid: {', '.join(sorted(fid_names))}")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: str | Path) -> None:
+    """A 2x2 figure: test bits/dim and FID against steps and against wall-clock seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for run in runs:
+        for row, metric in enumerate(("test_bpd", "fid")):
+            points = [(p["step"], p["wall_time"], p[metric]) for p in run["curve"] if p.get(metric) is not None]
+            if not points:
+                continue
+            steps, times, values = zip(*points)
+            label = f"{run['name']} ({run['model']})"
+            axes[row, 0].plot(steps, values, marker="o", label=label)
+            axes[row, 1].plot(times, values, marker="o", label=label)
+    for row, name in enumerate(("test bits/dim (ELBO)", "FID")):
+        axes[row, 0].set(xlabel="step", ylabel=name)
+        axes[row, 1].set(xlabel="wall-clock seconds", ylabel=name)
+        for ax in axes[row]:
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

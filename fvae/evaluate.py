@@ -1,0 +1,85 @@
+"""Evaluation on a test split: bits/dim from the ELBO, the importance-weighted bound and (for
+Glow) the exact density; reconstruction error; FID of samples against test images."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fvae.data import dequantize
+from fvae.fid import FeatureExtractor, frechet_distance
+from fvae.metrics import bits_per_dim, psnr
+from fvae.models import LatentFlowModel
+
+
+@torch.no_grad()
+def likelihood_bits_per_dim(model: LatentFlowModel, batches: Iterable[torch.Tensor], num_samples: int = 100,
+                            chunk_size: int = 4096, progress: bool = False) -> dict[str, float]:
+    """Mean bits/dim over ``batches`` of images in ``[0, 1)``: ``elbo_bpd`` (negative ELBO),
+    ``iw_bpd`` (IW bound with ``num_samples`` samples), ``exact_bpd`` (models with an exact
+    density), plus the reconstruction ``mse`` and ``psnr`` of ``decode(encode(x))``."""
+    model.eval()
+    sums = {"elbo": 0.0, "iw": 0.0, "exact": 0.0, "se": 0.0}
+    count = 0
+    exact = getattr(model, "exact_log_likelihood", None)
+    for x in tqdm(batches, desc="eval", disable=not progress):
+        sums["elbo"] += model.loss(x).sum().item()
+        if num_samples:
+            sums["iw"] -= model.log_likelihood(x, num_samples, chunk_size).sum().item()
+        if exact is not None:
+            sums["exact"] -= exact(x).sum().item()
+        sums["se"] += (model.decode(model.encode(x)) - x).pow(2).flatten(1).mean(1).sum().item()
+        count += len(x)
+    d = model.num_dims
+    result = {"elbo_bpd": bits_per_dim(sums["elbo"] / count, d)}
+    if num_samples:
+        result["iw_bpd"] = bits_per_dim(sums["iw"] / count, d)
+    if exact is not None:
+        result["exact_bpd"] = bits_per_dim(sums["exact"] / count, d)
+    mse = sums["se"] / count
+    result.update(recon_mse=mse, psnr=psnr(mse) if mse > 0 else math.inf, num_images=count)
+    return result
+
+
+def dequantized_batches(dataset: Dataset, batch_size: int, max_images: int | None, seed: int, device):
+    """The first ``max_images`` images of ``dataset`` in order, dequantized with fixed noise."""
+    g = torch.Generator().manual_seed(seed)
+    seen = 0
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        if max_images is not None:
+            images = images[: max_images - seen]
+        if len(images) == 0:
+            return
+        seen += len(images)
+        yield dequantize(images, g).to(device)
+
+
+@torch.no_grad()
+def sample_fid(model: LatentFlowModel, test_set: Dataset, features: FeatureExtractor, num: int,
+               temperature: float = 1.0, batch_size: int = 250, seed: int = 0) -> float:
+    """FID between ``num`` samples and the first ``num`` test images (or all, if fewer)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        samples = torch.cat([model.sample(min(batch_size, num - i), temperature).cpu()
+                             for i in range(0, num, batch_size)])
+        real = torch.cat(list(dequantized_batches(test_set, batch_size, num, seed, "cpu")))
+    return frechet_distance(features(samples), features(real))
+
+
+def evaluate(model: LatentFlowModel, test_set: Dataset, num_samples: int = 100, batch_size: int = 64,
+             max_images: int | None = None, features: FeatureExtractor | None = None, fid_samples: int = 1000,
+             seed: int = 0, progress: bool = True) -> dict[str, float | str]:
+    """Every metric of :func:`likelihood_bits_per_dim`, and FID when ``features`` is given."""
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batches = dequantized_batches(test_set, batch_size, max_images, seed, device)
+        result: dict[str, float | str] = likelihood_bits_per_dim(
+            model, batches, num_samples, progress=progress)
+    if features is not None and fid_samples:
+        result["fid"] = sample_fid(model, test_set, features, fid_samples, seed=seed)
+        result["fid_name"] = features.name
+    return result
