@@ -141,3 +141,13 @@ def test_training_on_a_fixed_batch_lowers_the_loss(kind):
         optimizer.step()
     end = fvae.bits_per_dim(torch.stack([model.loss(x).mean() for _ in range(5)]).mean().item(), 64)
     assert end < start - 0.3 * abs(start - 8.0) - 1.0, (start, end)
+
+
+def test_paper_presets_have_the_authors_parameter_counts():
+    """E 4.7M, G 4.7M, F 86M, about 96M in all at 128x128 (bojone/flow, f-VAEs.py)."""
+    model = fvae.build_model("fvae", "celebahq128")
+    count = {name: sum(p.numel() for p in part.parameters()) / 1e6 for name, part in model.named_children()}
+    assert count["inner"] == pytest.approx(4.7, abs=0.05)
+    assert count["decoder"] == pytest.approx(4.7, abs=0.05)
+    assert count["flow"] == pytest.approx(86, rel=0.01)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(96, rel=0.01)

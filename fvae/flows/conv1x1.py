@@ -40,17 +40,20 @@ class InvertibleConv1x1LU(nn.Module):
         super().__init__()
         p, lower, upper = torch.linalg.lu(_random_rotation(channels))
         diag = torch.diagonal(upper)
+        below = torch.tril_indices(channels, channels, -1)
         self.register_buffer("permutation", p)
         self.register_buffer("sign_s", torch.sign(diag))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.register_buffer("below", below)
         self.register_buffer("eye", torch.eye(channels))
-        self.lower = nn.Parameter(lower * self.lower_mask)
-        self.upper = nn.Parameter(torch.triu(upper, 1))
+        # only the free entries are parameters: C(C-1)/2 below and above the diagonal, C on it
+        self.lower = nn.Parameter(lower[below[0], below[1]])
+        self.upper = nn.Parameter(upper.T[below[0], below[1]])
         self.log_s = nn.Parameter(torch.log(diag.abs()))
 
     def weight(self) -> torch.Tensor:
-        lower = self.lower * self.lower_mask + self.eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        i, j = self.below
+        lower = self.eye.index_put((i, j), self.lower)
+        upper = torch.diag(self.sign_s * torch.exp(self.log_s)).index_put((j, i), self.upper)
         return self.permutation @ lower @ upper
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
