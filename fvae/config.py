@@ -58,7 +58,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and bookkeeping of a training run (steps count optimizer updates)."""
+    """Optimisation and bookkeeping of a training run.
+
+    A step is one batch per process (a step whose loss or gradient is not finite is skipped
+    and counted, its batch consumed); ``batch_size`` is per process. ``max_time`` (seconds)
+    counts training time only, as does the ``wall_time`` logged: evaluation, sampling and
+    checkpoints are excluded.
+    """
 
     batch_size: int = 64
     lr: float = 1e-3

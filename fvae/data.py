@@ -64,7 +64,8 @@ class ImageFolder(Dataset):
     """Every image under ``root`` (recursively), center-cropped to a square and resized to
     ``(H, W)``, converted to ``C`` channels (1: grey, 3: RGB).
 
-    Split: every tenth file (sorted by path) is a test image, the rest train.
+    Split: every tenth file (sorted by path) is a test image, the rest train; a folder of
+    fewer than ten images has no test image of its own, and both splits are the whole folder.
     """
 
     def __init__(self, root: str | Path, split: str, image_shape: tuple[int, int, int]):

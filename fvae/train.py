@@ -207,10 +207,13 @@ class Trainer:
                     rate = tc.log_every * tc.batch_size * self.ctx.world_size / (time.perf_counter() - window)
                     window = time.perf_counter()
                     self._log(writer, bar, terms, grad_norm, rate)
+                paused = time.perf_counter()  # evaluation and checkpoints do not count as training time
                 if self.step % tc.sample_every == 0:
                     self._write_samples(writer)
                 if self.step % tc.checkpoint_every == 0:
                     self._checkpoint(writer)
+                started += time.perf_counter() - paused
+                window += time.perf_counter() - paused
             summary = self._finish(writer)
         finally:
             bar.close()

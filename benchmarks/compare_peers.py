@@ -1,0 +1,150 @@
+"""fvae's f-VAE, VAE and Glow against normflows' Glow and pythae's VAE and VAE_IAF, on the
+embedded MNIST-5k split, each trained for the same wall-clock budget, then evaluated alike.
+
+    pip install -e ".[bench]"
+    python benchmarks/compare_peers.py [--budget 8m] [--threads 2] [--batch 64] [--models ...]
+
+Every model sees the same data (the embedded split: 4,000 training and 1,000 test digits),
+the same uniform dequantization ``x = (k + U) / 256``, Adam at the same learning rate, and is
+scored with the same formula ``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
+importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. FID uses the classifier
+features of fvae.fid. Writes benchmarks/results/peers.{md,json} and a sample grid per model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from peers import build, count_parameters  # noqa: E402
+
+from fvae.cli import parse_duration  # noqa: E402
+from fvae.data import dequantize, embedded_mnist  # noqa: E402
+from fvae.fid import FeatureExtractor, frechet_distance  # noqa: E402
+from fvae.metrics import bits_per_dim  # noqa: E402
+
+MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
+RESULTS = Path(__file__).with_name("results")
+
+
+def batches_forever(images: torch.Tensor, batch: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(images), generator=g)
+        for i in range(0, len(order) - batch + 1, batch):
+            yield dequantize(images[order[i:i + batch]], g)
+
+
+def train_for(adapter, images, budget: float, batch: int, lr: float, seed: int) -> dict:
+    """Adam on the model's own objective until ``budget`` seconds have passed."""
+    data = batches_forever(images, batch, seed)
+    with torch.no_grad():
+        adapter.train_loss(next(data))  # data-dependent initialisation (ActNorm), not timed
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
+    steps, skipped, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < budget:
+        loss = adapter.train_loss(next(data))
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(adapter.parameters(), 10.0)
+            optimizer.step()
+        else:
+            skipped += 1
+        steps += 1
+    seconds = time.perf_counter() - start
+    return {"steps": steps, "skipped_steps": skipped, "train_seconds": round(seconds, 1),
+            "train_images_per_s": round(steps * batch / seconds, 1)}
+
+
+def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    sums, n = {}, 0
+    for i in range(0, len(test_images), 50):
+        x = dequantize(test_images[i:i + 50], g)
+        for key, nats in adapter.nll(x, num_samples).items():
+            sums[key] = sums.get(key, 0.0) + nats.sum().item()
+        n += len(x)
+    return {f"{key}_bpd": round(bits_per_dim(total / n, 784), 4) for key, total in sums.items()}
+
+
+def sample_speed_and_fid(adapter, test_images, features, num: int, seed: int) -> tuple[dict, torch.Tensor]:
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    samples = torch.cat([adapter.sample(min(250, num - i)) for i in range(0, num, 250)])
+    seconds = time.perf_counter() - start
+    real = dequantize(test_images[:num], torch.Generator().manual_seed(seed))
+    fid = frechet_distance(features(samples), features(real))
+    return {"sample_images_per_s": round(num / seconds, 1), "fid_classifier": round(fid, 2)}, samples
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s", "exact_bpd", "iw_bpd",
+            "elbo_bpd", "fid_classifier"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--iw-samples", type=int, default=100)
+    parser.add_argument("--fid-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    train_images, test_images = embedded_mnist("train").tensors[0], embedded_mnist("test").tensors[0]
+    features = FeatureExtractor("classifier", "embedded", embedded_mnist("train"), 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        adapter = build(name)
+        row = {"model": name, "parameters": count_parameters(adapter)}
+        print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
+        row |= train_for(adapter, train_images, args.budget, args.batch, args.lr, args.seed)
+        if hasattr(adapter, "fit_sigma"):
+            g = torch.Generator().manual_seed(args.seed)
+            adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
+        row |= evaluate(adapter, test_images, args.iw_samples, args.seed)
+        speed, samples = sample_speed_and_fid(adapter, test_images, features, args.fid_samples, args.seed)
+        row |= speed
+        save_image(samples[:64], args.out / f"peers_samples_{name}.png", nrow=8)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    by_name = {r["model"]: r for r in rows}
+    speedups = {}
+    if "glow" in by_name and "normflows_glow" in by_name:
+        for key in ("train_images_per_s", "sample_images_per_s"):
+            speedups[f"glow_vs_normflows_{key}"] = round(by_name["glow"][key] / by_name["normflows_glow"][key], 2)
+    command = "python benchmarks/compare_peers.py " + " ".join(sys.argv[1:])
+    text = (f"`{command}` (budget {args.budget:.0f} s per model, {args.threads} threads, batch {args.batch}, "
+            f"Adam {args.lr}, torch {torch.__version__})\n\n{table(rows)}\n\n"
+            + "".join(f"- {k}: {v}x\n" for k, v in speedups.items())
+            + "\nbpd: exact for flows; IW bound (K = {}) and ELBO for VAEs. FID: classifier features "
+              "(fvae.fid), comparable only within this table.\n".format(args.iw_samples))
+    print(text)
+    meta = {"command": command, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,
+            "lr": args.lr, "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine()}
+    (args.out / "peers.json").write_text(json.dumps({"meta": meta, "rows": rows, "speedups": speedups}, indent=2))
+    (args.out / "peers.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Adapters that give fvae's models and the peers (normflows' Glow, pythae's VAE and VAE_IAF)
+one interface for compare_peers.py.
+
+Every adapter works on images ``x`` in ``[0, 1)`` (uniformly dequantized 8-bit pixels) and
+reports nats on that scale, so one formula, ``bpd = (nats + D ln 256) / (D ln 2)``, serves all:
+
+* ``train_loss(x)``: the scalar the model's own library trains on;
+* ``nll(x, num_samples)``: dict of per-example nats: ``elbo`` (negative ELBO), ``iw`` (the
+  importance-weighted bound) or ``exact`` (flows);
+* ``sample(n)``: ``(n, C, H, W)`` images in ``[0, 1]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import fvae
+from fvae.models.base import LOG_2PI
+
+
+class FvaeAdapter:
+    def __init__(self, kind: str, preset: str = "mnist"):
+        self.model = fvae.build_model(kind, preset)
+        self.exact = hasattr(self.model, "exact_log_likelihood")
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def train_loss(self, x):
+        return self.model.loss(x).mean() / self.model.num_dims
+
+    @torch.no_grad()
+    def nll(self, x, num_samples):
+        out = {"elbo": self.model.loss(x)}
+        if self.exact:
+            out["exact"] = -self.model.exact_log_likelihood(x)
+        else:
+            out["iw"] = -self.model.log_likelihood(x, num_samples)
+        return out
+
+    @torch.no_grad()
+    def sample(self, n):
+        return self.model.sample(n)
+
+
+class NormflowsGlow:
+    """normflows' multi-scale Glow built as in its Glow example (unconditional Glow base)."""
+
+    exact = True
+
+    def __init__(self, levels: int, steps: int, width: int, shape=(1, 28, 28)):
+        import normflows as nf
+
+        c, h, w = shape
+        q0, merges, flows = [], [], []
+        for i in range(levels):
+            flows.append([nf.flows.GlowBlock(c * 2 ** (levels + 1 - i), width, split_mode="channel", scale=True)
+                          for _ in range(steps)] + [nf.flows.Squeeze()])
+            if i > 0:
+                merges.append(nf.flows.Merge())
+                latent = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
+            else:
+                latent = (c * 2 ** (levels + 1), h // 2 ** levels, w // 2 ** levels)
+            q0.append(nf.distributions.GlowBase(latent))
+        self.model = nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+        self.num_dims = c * h * w
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def train_loss(self, x):
+        return self.model.forward_kld(x) / self.num_dims
+
+    @torch.no_grad()
+    def nll(self, x, num_samples):
+        return {"exact": -self.model.log_prob(x, None)}
+
+    @torch.no_grad()
+    def sample(self, n):
+        return self.model.sample(n)[0].clamp(0, 1)
+
+
+class PythaeVAE:
+    """pythae's VAE or VAE_IAF with its convolutional MNIST networks, trained on its own
+    objective (``mse``: a unit-variance Gaussian decoder). For an honest likelihood the
+    decoder's variance is then fitted, ``sigma^2 = mean squared residual`` on training images,
+    and the ELBO and IW bound are computed with ``N(x; decoder(z), sigma^2 I)``."""
+
+    exact = False
+
+    def __init__(self, iaf: bool, latent_dim: int = 32):
+        from pythae.models import VAE, VAE_IAF, VAE_IAF_Config, VAEConfig
+        from pythae.models.nn.benchmarks.mnist import Decoder_ResNet_AE_MNIST, Encoder_ResNet_VAE_MNIST
+
+        config = (VAE_IAF_Config if iaf else VAEConfig)(input_dim=(1, 28, 28), latent_dim=latent_dim,
+                                                        reconstruction_loss="mse")
+        cls = VAE_IAF if iaf else VAE
+        self.model = cls(config, encoder=Encoder_ResNet_VAE_MNIST(config), decoder=Decoder_ResNet_AE_MNIST(config))
+        self.iaf = iaf
+        self.log_sigma = 0.0
+        self.num_dims = 784
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def train_loss(self, x):
+        return self.model({"data": x}).loss / self.num_dims
+
+    def _posterior(self, x):
+        """``z`` from ``q(z|x)`` and ``log q(z|x)``, ``(B,)``."""
+        out = self.model.encoder(x)
+        mu, log_var = out.embedding, out.log_covariance
+        eps = torch.randn_like(mu)
+        z = mu + eps * torch.exp(0.5 * log_var)
+        log_q = -0.5 * (eps.pow(2) + log_var + LOG_2PI).sum(1)
+        if self.iaf:
+            flow = self.model.iaf_flow.inverse(z)
+            z, log_q = flow.out, log_q - flow.log_abs_det_jac
+        return z, log_q
+
+    def _log_weights(self, x):
+        z, log_q = self._posterior(x)
+        mean = self.model.decoder(z)["reconstruction"]
+        sq = (x - mean).flatten(1).pow(2).sum(1)
+        log_px = -0.5 * sq * math.exp(-2 * self.log_sigma) - self.num_dims * (self.log_sigma + 0.5 * LOG_2PI)
+        log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
+        return log_px + log_pz - log_q
+
+    @torch.no_grad()
+    def fit_sigma(self, batches):
+        sq, n = 0.0, 0
+        for x in batches:
+            z, _ = self._posterior(x)
+            sq += (x - self.model.decoder(z)["reconstruction"]).pow(2).sum().item()
+            n += x.numel()
+        self.log_sigma = 0.5 * math.log(sq / n)
+
+    @torch.no_grad()
+    def nll(self, x, num_samples):
+        self.model.eval()
+        elbo = -self._log_weights(x)
+        xs = x.repeat_interleave(num_samples, 0)
+        log_w = self._log_weights(xs).view(len(x), num_samples)
+        iw = -(torch.logsumexp(log_w, 1) - math.log(num_samples))
+        return {"elbo": elbo, "iw": iw}
+
+    @torch.no_grad()
+    def sample(self, n):
+        z = torch.randn(n, self.model.latent_dim)  # the prior is on the flow's output z_K
+        return self.model.decoder(z)["reconstruction"].clamp(0, 1)
+
+
+def build(name: str):
+    """The adapter of a model named in compare_peers.py."""
+    if name in ("fvae", "vae", "glow", "composite"):
+        return FvaeAdapter(name)
+    if name == "normflows_glow":
+        cfg = fvae.model_config("glow", "mnist")
+        return NormflowsGlow(cfg.flow_levels, cfg.flow_steps, cfg.flow_width)
+    if name in ("pythae_vae", "pythae_vae_iaf"):
+        return PythaeVAE(iaf=name.endswith("iaf"))
+    raise ValueError(f"unknown model {name!r}")
+
+
+def count_parameters(adapter) -> int:
+    return sum(p.numel() for p in adapter.parameters() if isinstance(p, nn.Parameter) and p.requires_grad)
