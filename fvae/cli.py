@@ -64,23 +64,25 @@ def add_train_parser(sub) -> None:
         "train", help="train an f-VAE, a VAE or a Glow",
         description="Train a model. With no arguments: the f-VAE 'mnist' preset on the embedded MNIST-5k digits "
                     "(offline), a few CPU minutes, leaving samples_T*.png, checkpoints/, tensorboard/ and "
-                    "metrics.jsonl in the run folder. Config precedence: preset < --config < flags < overrides.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "metrics.jsonl in the run folder. Config precedence: preset < --config < flags < overrides; "
+                    "an option not given keeps the preset's value (see README, Presets).")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
                    help="override any config field, e.g. model.flow_steps=8 train.lr=3e-4 (values parsed as YAML)")
-    p.add_argument("--model", choices=MODEL_KINDS, default="fvae", help="which model of the preset")
-    p.add_argument("--preset", choices=PRESETS, default="mnist", help="named architecture and training config")
+    p.add_argument("--model", choices=MODEL_KINDS, default="fvae", help="which model of the preset (default: fvae)")
+    p.add_argument("--preset", choices=PRESETS, default="mnist", help="named architecture and training config (default: mnist)")
     p.add_argument("--config", help="a YAML file with model/train/data sections (as the run's config.yaml)")
     p.add_argument("--data", help="'embedded', mnist, fashion-mnist, cifar10, celeba, or an image folder path "
-                                  "(default: the preset's)")
-    p.add_argument("--data-root", help="where torchvision datasets live (downloaded there when absent and online)")
+                                  "(default: the preset's; embedded for mnist)")
+    p.add_argument("--data-root", help="where torchvision datasets live, downloaded there when absent and online "
+                                       "(default: ~/.cache/fvae)")
     p.add_argument("--offline", action="store_true", help="never download datasets")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
-    p.add_argument("--max-time", type=parse_duration, help="stop after this wall time (e.g. 600, 10m, 2h)")
-    p.add_argument("--seed", type=int, help="random seed (data order, noise, initialisation)")
-    p.add_argument("--batch-size", type=int, help="images per process and step")
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--ema", dest="ema_decay", type=float, help="keep an EMA of the weights with this decay")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (mnist: 1500)")
+    p.add_argument("--max-time", type=parse_duration, help="stop after this much training time (e.g. 600, 10m, 2h; default: none)")
+    p.add_argument("--seed", type=int, help="random seed: initialisation, data order, noise (default: 0)")
+    p.add_argument("--batch-size", type=int, help="images per process and step (mnist: 64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (mnist: 1e-3)")
+    p.add_argument("--ema", dest="ema_decay", type=float, help="keep an EMA of the weights with this decay, used for samples and evaluation "
+                                                                   "(default: none)")
     p.add_argument("--out", help="run folder (default runs/MODEL-PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
