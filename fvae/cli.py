@@ -179,7 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k, v in metrics.items():
         label = metrics["fid_name"] if k == "fid" else k
         if k != "fid_name":
-            print(f"  {label:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {label:<{width}}  {v}")
+            print(f"  {label:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {label:<{width}}  {v}")
     print(f"wrote {out}")
     return 0
 
@@ -250,8 +250,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends an option's default to its help, unless the help names it already or it has none."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _run_parser(sub, name: str, help: str, run) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(name, help=help, description=help, formatter_class=DefaultsHelpFormatter)
     p.add_argument("path", metavar="RUN", help="a run folder made by fvae train (its newest checkpoint) "
                                                 "or a checkpoint folder")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -294,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
     p = sub.add_parser("compare", help="table and plots of bits/dim and FID against steps and time for runs",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders made by fvae train")
     p.add_argument("--out", default="comparison", help="folder for comparison.{md,json,png}")
     p.set_defaults(func=cmd_compare)
