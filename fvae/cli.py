@@ -127,14 +127,16 @@ def _test_set(config: RunConfig, args: argparse.Namespace):
     return load_dataset(data, "test", config.model.image_shape)
 
 
-def _test_images(config: RunConfig, args: argparse.Namespace, indices: list[int], device) -> "torch.Tensor":
+def _test_images(config: RunConfig, args: argparse.Namespace, count: int, device) -> "torch.Tensor":
+    """``count`` dequantized test images in an order drawn from ``args.seed`` (all classes, not the first rows)."""
     import torch
 
     from fvae.data import dequantize
 
     test_set = _test_set(config, args)
     g = torch.Generator().manual_seed(args.seed)
-    return dequantize(torch.stack([test_set[i % len(test_set)][0] for i in indices]), g).to(device)
+    order = torch.randperm(len(test_set), generator=g).tolist()
+    return dequantize(torch.stack([test_set[order[i % len(order)]][0] for i in range(count)]), g).to(device)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -204,7 +206,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from fvae.pictures import reconstruction_grid
 
     model, config, _, run_dir = _load(args)
-    x = _test_images(config, args, list(range(args.num)), next(model.parameters()).device)
+    x = _test_images(config, args, args.num, next(model.parameters()).device)
     path = Path(args.out) if args.out else run_dir / "reconstructions.png"
     save_image(reconstruction_grid(model, x), path, nrow=8)
     print(f"wrote {path} (rows: inputs, then their reconstructions)")
@@ -212,19 +214,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
     from torchvision.utils import save_image
 
     from fvae.pictures import interpolation_rows, interpolation_square
 
     model, config, _, run_dir = _load(args)
     device = next(model.parameters()).device
-    n_test = len(_test_set(config, args))
-    picks = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed)).tolist()
     if args.images == 4:
-        grid = interpolation_square(model, _test_images(config, args, picks[:4], device), args.steps)
+        grid = interpolation_square(model, _test_images(config, args, 4, device), args.steps)
     else:
-        x = _test_images(config, args, picks[: 2 * args.rows], device)
+        x = _test_images(config, args, 2 * args.rows, device)
         grid = interpolation_rows(model, x[: args.rows], x[args.rows:], args.steps)
     path = Path(args.out) if args.out else run_dir / f"interpolation_{args.images}.png"
     save_image(grid, path, nrow=args.steps)
