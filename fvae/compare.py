@@ -56,7 +56,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot_curves(runs: list[dict], path: str | Path) -> None:
-    """A 2x2 figure: test bits/dim and FID against steps and against wall-clock seconds."""
+    """A 2x2 figure, log scale: test bits/dim and FID (the classifier-feature FID that training
+    logs) against steps and against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,11 +73,12 @@ def plot_curves(runs: list[dict], path: str | Path) -> None:
             label = f"{run['name']} ({run['model']})"
             axes[row, 0].plot(steps, values, marker="o", label=label)
             axes[row, 1].plot(times, values, marker="o", label=label)
-    for row, name in enumerate(("test bits/dim (ELBO)", "FID")):
+    for row, name in enumerate(("test bits/dim (ELBO)", "FID (classifier features)")):
         axes[row, 0].set(xlabel="step", ylabel=name)
-        axes[row, 1].set(xlabel="wall-clock seconds", ylabel=name)
+        axes[row, 1].set(xlabel="training seconds", ylabel=name)
         for ax in axes[row]:
-            ax.grid(alpha=0.3)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
             if ax.lines:
                 ax.legend(fontsize=8)
     fig.tight_layout()
