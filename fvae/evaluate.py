@@ -6,7 +6,7 @@ import math
 from typing import Iterable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fvae.data import dequantize
@@ -45,22 +45,21 @@ def likelihood_bits_per_dim(model: LatentFlowModel, batches: Iterable[torch.Tens
 
 
 def dequantized_batches(dataset: Dataset, batch_size: int, max_images: int | None, seed: int, device):
-    """The first ``max_images`` images of ``dataset`` in order, dequantized with fixed noise."""
+    """``max_images`` images of ``dataset`` (all when None), dequantized with fixed noise.
+
+    The images are a uniform draw in an order fixed by ``seed``, not the first rows: some
+    test sets (the embedded digits) are sorted by class.
+    """
     g = torch.Generator().manual_seed(seed)
-    seen = 0
-    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        if max_images is not None:
-            images = images[: max_images - seen]
-        if len(images) == 0:
-            return
-        seen += len(images)
+    order = torch.randperm(len(dataset), generator=g)[:max_images].tolist()
+    for images, _ in DataLoader(Subset(dataset, order), batch_size=batch_size):
         yield dequantize(images, g).to(device)
 
 
 @torch.no_grad()
 def sample_fid(model: LatentFlowModel, test_set: Dataset, features: FeatureExtractor, num: int,
                temperature: float = 1.0, batch_size: int = 250, seed: int = 0) -> float:
-    """FID between ``num`` samples and the first ``num`` test images (or all, if fewer)."""
+    """FID between ``num`` samples and ``num`` test images (or all, if fewer)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         samples = torch.cat([model.sample(min(batch_size, num - i), temperature).cpu()

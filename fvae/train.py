@@ -31,7 +31,7 @@ from tqdm import tqdm
 from fvae.checkpoint import check_compatible, list_checkpoints, load_state, load_weights, save_checkpoint
 from fvae.config import RunConfig
 from fvae.data import dataset_key, dequantize, load_dataset
-from fvae.evaluate import sample_fid
+from fvae.evaluate import dequantized_batches, sample_fid
 from fvae.fid import FeatureExtractor
 from fvae.metrics import bits_per_dim
 from fvae.models import LatentFlowModel, model_from_config
@@ -292,18 +292,16 @@ class Trainer:
 
     @torch.no_grad()
     def test_bits_per_dim(self) -> float:
-        """The test ELBO in bits/dim on ``eval_batches`` batches (fixed noise)."""
+        """The test ELBO in bits/dim on ``eval_batches`` batches of test images (a fixed
+        random draw, fixed noise)."""
         model = self._eval_model().eval()
         tc = self.config.train
-        g = torch.Generator().manual_seed(tc.seed + 1)
-        loader = DataLoader(self.test_set, batch_size=tc.batch_size, shuffle=False)
         total, count = 0.0, 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed + 1)
-            for i, (images, _) in enumerate(loader):
-                if i >= tc.eval_batches:
-                    break
-                nats = model.loss(dequantize(images, g).to(self.ctx.device))
+            for x in dequantized_batches(self.test_set, tc.batch_size, tc.eval_batches * tc.batch_size,
+                                         tc.seed + 1, self.ctx.device):
+                nats = model.loss(x)
                 total, count = total + nats.sum().item(), count + len(nats)
         return bits_per_dim(total / count, model.num_dims)
 
