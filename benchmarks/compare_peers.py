@@ -77,18 +77,23 @@ def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
 
 
 def sample_speed_and_fid(adapter, test_images, features, num: int, seed: int) -> tuple[dict, torch.Tensor]:
+    """Sampling images/s and FID against ``num`` test images. Samples that are not finite
+    (a sampler that overflowed) are counted and left out of the FID."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     samples = torch.cat([adapter.sample(min(250, num - i)) for i in range(0, num, 250)])
     seconds = time.perf_counter() - start
-    real = dequantize(test_images[:num], torch.Generator().manual_seed(seed))
-    fid = frechet_distance(features(samples), features(real))
-    return {"sample_images_per_s": round(num / seconds, 1), "fid_classifier": round(fid, 2)}, samples
+    finite = samples.flatten(1).isfinite().all(1)
+    g = torch.Generator().manual_seed(seed)
+    real = dequantize(test_images[torch.randperm(len(test_images), generator=g)[:num]], g)
+    fid = frechet_distance(features(samples[finite]), features(real)) if finite.sum() > 1 else float("nan")
+    return {"sample_images_per_s": round(num / seconds, 1), "fid_classifier": round(fid, 2),
+            "nonfinite_samples": int((~finite).sum())}, samples.nan_to_num(0.0).clamp(0, 1)
 
 
 def table(rows: list[dict]) -> str:
     cols = ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s", "exact_bpd", "iw_bpd",
-            "elbo_bpd", "fid_classifier"]
+            "elbo_bpd", "fid_classifier", "nonfinite_samples"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
@@ -127,6 +132,11 @@ def main() -> None:
         save_image(samples[:64], args.out / f"peers_samples_{name}.png", nrow=8)
         print(json.dumps(row), flush=True)
         rows.append(row)
+        write_results(args, rows)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+    """peers.{md,json} for the models done so far (rewritten after each, so a crash keeps them)."""
     by_name = {r["model"]: r for r in rows}
     speedups = {}
     if "glow" in by_name and "normflows_glow" in by_name:
@@ -138,7 +148,7 @@ def main() -> None:
             + "".join(f"- {k}: {v}x\n" for k, v in speedups.items())
             + "\nbpd: exact for flows; IW bound (K = {}) and ELBO for VAEs. FID: classifier features "
               "(fvae.fid), comparable only within this table.\n".format(args.iw_samples))
-    print(text)
+    print(text, flush=True)
     meta = {"command": command, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,
             "lr": args.lr, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine()}

@@ -27,7 +27,15 @@ CLASSIFIER_NAME = "FID (classifier features)"
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """FID between feature sets ``a``: ``(N, F)`` and ``b``: ``(M, F)``, in float64."""
+    """FID between feature sets ``a``: ``(N, F)`` and ``b``: ``(M, F)``, in float64.
+
+    Raises ValueError where a feature is not finite (e.g. from a sample that is not).
+    """
+    for name, feats in (("first", a), ("second", b)):
+        bad = (~feats.isfinite().all(1)).sum().item()
+        if bad:
+            raise ValueError(f"{bad} of {len(feats)} feature rows of the {name} set are not finite "
+                             f"(non-finite images?); FID is undefined")
     a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
