@@ -47,7 +47,7 @@ def train_for(adapter, images, budget: float, batch: int, lr: float, seed: int) 
     data = batches_forever(images, batch, seed)
     with torch.no_grad():
         adapter.train_loss(next(data))  # data-dependent initialisation (ActNorm), not timed
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr, fused=True)
     steps, skipped, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < budget:
         loss = adapter.train_loss(next(data))

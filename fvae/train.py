@@ -123,7 +123,7 @@ class Trainer:
         self.train_set = load_dataset(config.data, "train", config.model.image_shape)
         self.test_set = load_dataset(config.data, "test", config.model.image_shape)
         self.batches = EpochBatches(self.train_set, tc.batch_size, tc.seed, self.ctx, tc.num_workers)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda n: min(1.0, (n + 1) / max(1, tc.warmup_steps)))
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
@@ -184,11 +184,14 @@ class Trainer:
         handlers = self._catch_signals()
         consecutive_bad, started, window = 0, time.perf_counter() - self.elapsed, time.perf_counter()
         batches = self.batches.from_step(self.step)
+        stopped_by = "max_steps"
         try:
             while self.step < tc.max_steps:
                 if _any(self.stop_signal is not None, self.ctx):
+                    stopped_by = self.stop_signal or "a signal on another rank"
                     break
                 if tc.max_time is not None and _any(time.perf_counter() - started >= tc.max_time, self.ctx):
+                    stopped_by = "max_time"
                     break
                 step, images = next(batches)
                 terms, grad_norm, ok = self._train_step(step, images)
@@ -214,7 +217,7 @@ class Trainer:
                     self._checkpoint(writer)
                 started += time.perf_counter() - paused
                 window += time.perf_counter() - paused
-            summary = self._finish(writer)
+            summary = self._finish(writer, stopped_by)
         finally:
             bar.close()
             for sig, handler in handlers.items():
@@ -341,7 +344,9 @@ class Trainer:
             dist.barrier()
         return path
 
-    def _finish(self, writer) -> dict:
+    def _finish(self, writer, stopped_by: str) -> dict:
+        """Final samples, checkpoint and ``summary.json``; ``stopped_by`` is ``max_steps``,
+        ``max_time`` or the name of the signal that stopped training."""
         if self.step % self.config.train.sample_every:
             self._write_samples(writer)
         last = list_checkpoints(self.run_dir)
@@ -351,7 +356,7 @@ class Trainer:
         if self.ctx.is_main:
             last = json.loads((self.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
             summary = {"steps": self.step, "wall_time": round(self.elapsed, 2), "test_bpd": last["test_bpd"],
-                       "skipped_steps": self.bad_steps, "stopped_by": self.stop_signal,
+                       "skipped_steps": self.bad_steps, "stopped_by": stopped_by,
                        "checkpoint": str(checkpoint), "world_size": self.ctx.world_size}
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -22,3 +23,36 @@ def test_compare_peers_runs_on_a_tiny_budget(tmp_path):
         assert row["steps"] > 0 and row["fid_classifier"] > 0
         assert ("exact_bpd" in row) or (row["iw_bpd"] <= row["elbo_bpd"] + 0.05)
     assert set(result["speedups"]) == {"glow_vs_normflows_train_images_per_s", "glow_vs_normflows_sample_images_per_s"}
+
+
+def test_flow_speed_times_the_convolutions_of_the_glow_preset():
+    sys.path.insert(0, str(BENCHMARKS))
+    from flow_speed import coupling_conv_shapes
+
+    import fvae
+    from fvae.nets import CouplingNet
+
+    model = fvae.build_model("glow", "mnist")
+    x = torch.rand(3, 1, 28, 28)
+    seen = set()
+
+    def record(module, inputs, output):
+        seen.add((module.in_channels, module.out_channels, module.kernel_size[0], inputs[0].shape[-1]))
+
+    for net in (m for m in model.modules() if isinstance(m, CouplingNet)):
+        for conv in net:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.register_forward_hook(record)
+    model.loss(x)
+    assert set(coupling_conv_shapes()) == seen
+
+
+def test_flow_speed_runs(tmp_path):
+    pytest.importorskip("normflows")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "flow_speed.py"), "--rounds", "2", "--sample-batch", "8",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "flow_speed.json").read_text())
+    assert set(result["models"]) == {"glow", "normflows_glow"}
+    assert all(v > 0 for model in result["models"].values() for v in model.values())
+    assert len(result["coupling_convs"]) == 6

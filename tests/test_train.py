@@ -91,10 +91,17 @@ def _poison(monkeypatch, bad_steps):
     monkeypatch.setattr(fvae.train, "dequantize", dequantize)
 
 
+def test_max_time_stops_training_and_is_named_in_the_summary(tmp_path):
+    summary = train(tiny_config("train.max_steps=1000000", "train.max_time=2"), tmp_path, progress=False)
+    assert summary["stopped_by"] == "max_time"
+    assert 0 < summary["steps"] < 1000000 and 1 < summary["wall_time"] < 10
+    assert load_state(list_checkpoints(tmp_path)[-1])["step"] == summary["steps"]
+
+
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     _poison(monkeypatch, {3, 7, 8})
     summary = train(tiny_config("train.max_steps=20", "train.checkpoint_every=10"), tmp_path, progress=False)
-    assert summary["skipped_steps"] == 3 and summary["steps"] == 20
+    assert summary["skipped_steps"] == 3 and summary["steps"] == 20 and summary["stopped_by"] == "max_steps"
     model, _, _ = load_model(tmp_path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

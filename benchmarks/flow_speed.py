@@ -1,0 +1,151 @@
+"""Training and sampling images/s of fvae's Glow against normflows' Glow at the same
+architecture, and the time of each coupling-network convolution in NCHW and channels-last.
+
+    pip install -e ".[bench]"
+    python benchmarks/flow_speed.py [--rounds 20] [--threads 2] [--batch 64] [--sample-batch 250]
+
+Both Glows are the mnist ``glow`` preset's architecture (L = 2, K = 12, width 96, affine
+coupling, see peers.py). They are timed in one process, one step of each in turn, so that
+both see the same machine load (on a shared machine the speed of either drifts by 30% from
+one minute to the next); medians are reported. A training step is forward, backward and a
+fused Adam update on one batch of dequantized training digits. Writes
+benchmarks/results/flow_speed.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from peers import build  # noqa: E402
+
+import fvae  # noqa: E402
+from fvae.data import dequantize, embedded_mnist  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results")
+MODELS = ("glow", "normflows_glow")
+
+
+def seconds(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def glow_speeds(rounds: int, batch: int, sample_batch: int) -> dict[str, dict[str, float]]:
+    """Median training and sampling images/s of each model, measured in alternation."""
+    images = embedded_mnist("train").tensors[0]
+    g = torch.Generator().manual_seed(0)
+    x = dequantize(images[torch.randperm(len(images), generator=g)[:batch]], g)
+    adapters, steps = {}, {}
+    for name in MODELS:
+        torch.manual_seed(0)
+        adapter = build(name)
+        with torch.no_grad():
+            adapter.train_loss(x)  # data-dependent initialisation
+        optimizer = torch.optim.Adam(adapter.parameters(), lr=1e-3, fused=True)
+
+        def step(adapter=adapter, optimizer=optimizer):
+            loss = adapter.train_loss(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        adapters[name], steps[name] = adapter, step
+        seconds(step, 3)  # warm-up
+        seconds(lambda: adapter.sample(sample_batch), 1)
+    train = {name: [] for name in MODELS}
+    sample = {name: [] for name in MODELS}
+    for _ in range(rounds):
+        for name in MODELS:
+            train[name] += seconds(steps[name], 1)
+    for _ in range(max(3, rounds // 2)):
+        for name in MODELS:
+            sample[name] += seconds(lambda: adapters[name].sample(sample_batch), 1)
+    return {name: {"train_images_per_s": round(batch / statistics.median(train[name]), 1),
+                   "sample_images_per_s": round(sample_batch / statistics.median(sample[name]), 1)}
+            for name in MODELS}
+
+
+def coupling_conv_shapes() -> list[tuple[int, int, int, int]]:
+    """``(in, out, kernel, size)`` of the three convolutions of each level's coupling network
+    in the mnist Glow preset."""
+    cfg = fvae.model_config("glow", "mnist")
+    c, h, _ = cfg.image_shape
+    shapes = []
+    for _ in range(cfg.flow_levels):
+        c, h = 4 * c, h // 2
+        half = c // 2
+        shapes += [(half, cfg.flow_width, 3, h), (cfg.flow_width, cfg.flow_width, 1, h),
+                   (cfg.flow_width, 2 * (c - half), 3, h)]
+        c = half
+    return shapes
+
+
+def conv_times(batch: int, repeats: int) -> list[dict]:
+    """Forward and forward+backward milliseconds of each coupling convolution per memory format."""
+    rows = []
+    for cin, cout, k, size in coupling_conv_shapes():
+        row = {"conv": f"{cin}->{cout} {k}x{k} at {size}x{size}"}
+        for fmt_name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            x = torch.randn(batch, cin, size, size).contiguous(memory_format=fmt).requires_grad_()
+            w = torch.randn(cout, cin, k, k, requires_grad=True)
+            b = torch.zeros(cout, requires_grad=True)
+            grad = torch.randn(batch, cout, size, size).contiguous(memory_format=fmt)
+            forward = lambda: F.conv2d(x, w, b, padding=k // 2)  # noqa: E731
+            seconds(forward, 3)
+            row[f"{fmt_name}_fwd_ms"] = round(1e3 * statistics.median(seconds(forward, repeats)), 3)
+            both = lambda: forward().backward(grad)  # noqa: E731
+            seconds(both, 3)
+            row[f"{fmt_name}_fwd_bwd_ms"] = round(1e3 * statistics.median(seconds(both, repeats)), 3)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=20, help="timed training steps per model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--sample-batch", type=int, default=250)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    speeds = glow_speeds(args.rounds, args.batch, args.sample_batch)
+    ratios = {key: round(speeds["glow"][key] / speeds["normflows_glow"][key], 2)
+              for key in ("train_images_per_s", "sample_images_per_s")}
+    convs = conv_times(args.batch, 2 * args.rounds)
+    command = "python benchmarks/flow_speed.py " + " ".join(sys.argv[1:])
+    lines = [f"`{command}` ({args.threads} threads, batch {args.batch}, sampling {args.sample_batch} at a "
+             f"time, torch {torch.__version__})", "",
+             "| model | train images/s | sample images/s |", "|---|---:|---:|"]
+    lines += [f"| {name} | {s['train_images_per_s']} | {s['sample_images_per_s']} |" for name, s in speeds.items()]
+    lines += [f"| fvae / normflows | {ratios['train_images_per_s']}x | {ratios['sample_images_per_s']}x |", "",
+              "| coupling convolution (batch %d) | NCHW fwd ms | NCHW fwd+bwd ms | channels-last fwd ms | "
+              "channels-last fwd+bwd ms |" % args.batch, "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['conv']} | {r['nchw_fwd_ms']} | {r['nchw_fwd_bwd_ms']} | {r['channels_last_fwd_ms']} | "
+              f"{r['channels_last_fwd_bwd_ms']} |" for r in convs]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    meta = {"command": command, "threads": args.threads, "batch": args.batch, "sample_batch": args.sample_batch,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "flow_speed.json").write_text(json.dumps({"meta": meta, "models": speeds, "ratios": ratios,
+                                                          "coupling_convs": convs}, indent=2))
+    (args.out / "flow_speed.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
