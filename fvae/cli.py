@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(config, out, resume=args.resume, progress=not args.no_progress)
     if summary:
         print(json.dumps(summary, indent=2))
-        if summary["stopped_by"]:
+        if summary["stopped_by"] not in ("max_steps", "max_time"):
             print(f"stopped by {summary['stopped_by']}; resume with: fvae train --resume --out {out}",
                   file=sys.stderr)
     return 0

@@ -129,6 +129,7 @@ def test_signals_save_a_checkpoint_before_exiting(tmp_path, sig):
     assert run.wait(timeout=120) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_by"] == sig.name
+    assert f"stopped by {sig.name}; resume with: fvae train --resume" in run.stdout.read()
     assert load_state(list_checkpoints(tmp_path)[-1])["step"] == summary["steps"] > 7
 
 
