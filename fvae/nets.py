@@ -15,15 +15,24 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def memory_format_for(in_channels: int) -> torch.memory_format:
+    """Channels-last for nets whose input has at most 16 channels, NCHW above.
+
+    oneDNN's CPU convolutions with few input or output channels run faster channels-last
+    (``benchmarks/flow_speed.py`` times the mnist Glow's both ways); wide ones at small
+    spatial sizes run slower, because each call then also reorders the weight.
+    """
+    return torch.channels_last if in_channels <= 16 else torch.contiguous_format
+
+
 class CouplingNet(nn.Sequential):
     """``conv3x3(width) - ReLU - conv1x1(width) - ReLU - conv3x3(out, zero-init)``; keeps H, W.
 
-    Runs in the channels-last memory format (the output is channels-last too), in which
-    oneDNN's CPU convolutions at these shapes train faster than in NCHW;
-    ``benchmarks/flow_speed.py`` times each.
+    Runs in ``memory_format`` (see :func:`memory_format_for`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: int):
+        self.memory_format = memory_format_for(in_channels)
         super().__init__(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(inplace=True),
@@ -33,7 +42,7 @@ class CouplingNet(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.contiguous(memory_format=torch.channels_last))
+        return super().forward(x.contiguous(memory_format=self.memory_format))
 
 
 class ResidualBlock(nn.Module):
@@ -69,20 +78,19 @@ class Encoder(nn.Module):
 
     ``(B, C, H, W) -> (B, C * 4^L, H / 2^L, W / 2^L)``: as many dimensions out as in.
     ``hidden=None`` makes each block as wide as its squeezed input (the paper's code).
-    The blocks run channels-last (see :class:`CouplingNet`).
+    Each stage runs in the memory format of :func:`memory_format_for` its channels.
     """
 
     def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
         super().__init__()
+        widths = [channels * 4 ** (l + 1) for l in range(levels)]
         self.stages = nn.ModuleList(
-            nn.Sequential(*[ResidualBlock(channels * 4 ** (l + 1), _hidden(channels * 4 ** (l + 1), hidden))
-                            for _ in range(blocks)])
-            for l in range(levels)
-        )
+            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
+        self.formats = [memory_format_for(c) for c in widths]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            x = stage(F.pixel_unshuffle(x, 2).contiguous(memory_format=torch.channels_last))
+        for stage, memory_format in zip(self.stages, self.formats):
+            x = stage(F.pixel_unshuffle(x, 2).contiguous(memory_format=memory_format))
         return x
 
 
@@ -94,15 +102,14 @@ class Decoder(nn.Module):
 
     def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
         super().__init__()
+        widths = [channels * 4 ** l for l in range(levels, 0, -1)]
         self.stages = nn.ModuleList(
-            nn.Sequential(*[ResidualBlock(channels * 4 ** l, _hidden(channels * 4 ** l, hidden))
-                            for _ in range(blocks)])
-            for l in range(levels, 0, -1)
-        )
+            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
+        self.formats = [memory_format_for(c) for c in widths]
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            v = F.pixel_shuffle(stage(v.contiguous(memory_format=torch.channels_last)), 2)
+        for stage, memory_format in zip(self.stages, self.formats):
+            v = F.pixel_shuffle(stage(v.contiguous(memory_format=memory_format)), 2)
         return v
 
 

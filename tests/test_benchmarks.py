@@ -56,3 +56,11 @@ def test_flow_speed_runs(tmp_path):
     assert set(result["models"]) == {"glow", "normflows_glow"}
     assert all(v > 0 for model in result["models"].values() for v in model.values())
     assert len(result["coupling_convs"]) == 6
+
+
+def test_memory_format_benchmark_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "memory_format.py"), "--models", "mnist:vae", "--rounds",
+                           "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = json.loads((tmp_path / "memory_format.json").read_text())["rows"]
+    assert all(row[v] > 0 for v in ("fvae's choice", "nchw", "channels_last"))

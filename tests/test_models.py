@@ -151,3 +151,33 @@ def test_paper_presets_have_the_authors_parameter_counts():
     assert count["decoder"] == pytest.approx(4.7, abs=0.05)
     assert count["flow"] == pytest.approx(86, rel=0.01)
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(96, rel=0.01)
+
+
+@pytest.mark.parametrize("kind", ["fvae", "glow"])
+def test_memory_format_changes_speed_not_values(kind):
+    from fvae.nets import CouplingNet, Decoder, Encoder
+
+    def build(memory_format):
+        torch.manual_seed(0)
+        model = fvae.build_model(kind, "mnist", flow_steps=2).double()
+        for module in model.modules():
+            if isinstance(module, CouplingNet):
+                module.memory_format = memory_format
+            elif isinstance(module, (Encoder, Decoder)):
+                module.formats = [memory_format] * len(module.formats)
+        return model
+
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    losses, samples = [], []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        model = build(memory_format)
+        model.loss(x)  # ActNorm initialisation
+        for p in model.parameters():  # move off the zero-initialised, identity-like start
+            p.data.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()),
+                                           dtype=p.dtype))
+        torch.manual_seed(2)
+        losses.append(model.loss(x))
+        torch.manual_seed(3)
+        samples.append(model.generate(torch.randn(4, *model.latent_shape, dtype=torch.float64)))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(samples[0], samples[1], rtol=1e-10, atol=1e-10)

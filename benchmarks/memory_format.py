@@ -1,0 +1,98 @@
+"""A training step of each preset with its nets in NCHW, channels-last, and fvae's choice
+(``fvae.nets.memory_format_for``: channels-last up to 16 input channels, NCHW above).
+
+    python benchmarks/memory_format.py [--threads 2] [--rounds 4] [--models mnist:fvae ...]
+
+The three variants of a model are built from the same seed and timed in alternation, one
+step each in turn (forward, backward, fused Adam; batch 64, 16 and 4 for mnist, cifar10 and
+celebahq64, as in flops.py); medians are reported. Writes
+benchmarks/results/memory_format.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import fvae
+from fvae.nets import CouplingNet, Decoder, Encoder
+
+RESULTS = Path(__file__).with_name("results")
+BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4}
+MODELS = [f"{preset}:{kind}" for preset in BATCH for kind in ("fvae", "vae", "glow")]
+VARIANTS = {"fvae's choice": None, "nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def build(kind: str, preset: str, memory_format: torch.memory_format | None) -> fvae.LatentFlowModel:
+    """The model, with every net forced to ``memory_format`` (None keeps fvae's choice)."""
+    torch.manual_seed(0)
+    model = fvae.build_model(kind, preset)
+    if memory_format is not None:
+        for module in model.modules():
+            if isinstance(module, CouplingNet):
+                module.memory_format = memory_format
+            elif isinstance(module, (Encoder, Decoder)):
+                module.formats = [memory_format] * len(module.formats)
+    return model
+
+
+def step_times(preset: str, kind: str, rounds: int) -> dict[str, float]:
+    steps = {}
+    for name, memory_format in VARIANTS.items():
+        model = build(kind, preset, memory_format)
+        x = torch.rand(BATCH[preset], *model.image_shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            model.loss(x)  # data-dependent initialisation
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
+
+        def step(model=model, optimizer=optimizer, x=x):
+            loss = model.loss(x).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step()  # warm-up
+        steps[name] = step
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: round(statistics.median(t), 4) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="timed steps per variant (mnist: 2.5x as many)")
+    parser.add_argument("--models", nargs="+", default=MODELS, help="preset:kind pairs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for item in args.models:
+        preset, kind = item.split(":")
+        rounds = int(2.5 * args.rounds) if preset == "mnist" else args.rounds
+        rows.append({"preset": preset, "model": kind, "batch": BATCH[preset], **step_times(preset, kind, rounds)})
+        print(json.dumps(rows[-1]), flush=True)
+    command = "python benchmarks/memory_format.py " + " ".join(sys.argv[1:])
+    lines = [f"`{command}` ({args.threads} threads, torch {torch.__version__}); seconds per training step", "",
+             "| preset | model | batch | " + " | ".join(VARIANTS) + " |", "|---|---|---:|" + "---:|" * len(VARIANTS)]
+    lines += [f"| {r['preset']} | {r['model']} | {r['batch']} | " + " | ".join(str(r[v]) for v in VARIANTS) + " |"
+              for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "memory_format.json").write_text(json.dumps({"command": command, "threads": args.threads,
+                                                             "torch": torch.__version__, "rows": rows}, indent=2))
+    (args.out / "memory_format.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
