@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import fvae
-from fvae.nets import CouplingNet, Decoder, Encoder
+from fvae.nets import set_memory_format
 
 RESULTS = Path(__file__).with_name("results")
 BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4}
@@ -32,13 +32,7 @@ def build(kind: str, preset: str, memory_format: torch.memory_format | None) -> 
     """The model, with every net forced to ``memory_format`` (None keeps fvae's choice)."""
     torch.manual_seed(0)
     model = fvae.build_model(kind, preset)
-    if memory_format is not None:
-        for module in model.modules():
-            if isinstance(module, CouplingNet):
-                module.memory_format = memory_format
-            elif isinstance(module, (Encoder, Decoder)):
-                module.formats = [memory_format] * len(module.formats)
-    return model
+    return model if memory_format is None else set_memory_format(model, memory_format)
 
 
 def step_times(preset: str, kind: str, rounds: int) -> dict[str, float]:
