@@ -18,9 +18,9 @@ def zero_init(module: nn.Module) -> nn.Module:
 def memory_format_for(in_channels: int) -> torch.memory_format:
     """Channels-last for nets whose input has at most 16 channels, NCHW above.
 
-    oneDNN's CPU convolutions with few input or output channels run faster channels-last
-    (``benchmarks/flow_speed.py`` times the mnist Glow's both ways); wide ones at small
-    spatial sizes run slower, because each call then also reorders the weight.
+    oneDNN's CPU convolutions with few input or output channels run faster channels-last;
+    wide ones on small maps run slower, because each call then also reorders the weight.
+    ``benchmarks/memory_format.py`` times every preset both ways and with this choice.
     """
     return torch.channels_last if in_channels <= 16 else torch.contiguous_format
 
@@ -89,7 +89,7 @@ class Encoder(nn.Module):
 
     ``(B, C, H, W) -> (B, C * 4^L, H / 2^L, W / 2^L)``: as many dimensions out as in.
     ``hidden=None`` makes each block as wide as its squeezed input (the paper's code).
-    Each stage runs in the memory format of :func:`memory_format_for` its channels.
+    Each stage runs in the memory format :func:`memory_format_for` picks for its channels.
     """
 
     def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
