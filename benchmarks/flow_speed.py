@@ -18,7 +18,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import build  # noqa: E402
+from timing import alternating_medians, seconds, train_step  # noqa: E402
 
 import fvae  # noqa: E402
 from fvae.data import dequantize, embedded_mnist  # noqa: E402
@@ -34,47 +34,25 @@ RESULTS = Path(__file__).with_name("results")
 MODELS = ("glow", "normflows_glow")
 
 
-def seconds(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def glow_speeds(rounds: int, batch: int, sample_batch: int) -> dict[str, dict[str, float]]:
     """Median training and sampling images/s of each model, measured in alternation."""
     images = embedded_mnist("train").tensors[0]
     g = torch.Generator().manual_seed(0)
     x = dequantize(images[torch.randperm(len(images), generator=g)[:batch]], g)
-    adapters, steps = {}, {}
+    adapters, steps, samplers = {}, {}, {}
     for name in MODELS:
         torch.manual_seed(0)
-        adapter = build(name)
+        adapter = adapters[name] = build(name)
         with torch.no_grad():
             adapter.train_loss(x)  # data-dependent initialisation
-        optimizer = torch.optim.Adam(adapter.parameters(), lr=1e-3, fused=True)
-
-        def step(adapter=adapter, optimizer=optimizer):
-            loss = adapter.train_loss(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        adapters[name], steps[name] = adapter, step
-        seconds(step, 3)  # warm-up
-        seconds(lambda: adapter.sample(sample_batch), 1)
-    train = {name: [] for name in MODELS}
-    sample = {name: [] for name in MODELS}
-    for _ in range(rounds):
-        for name in MODELS:
-            train[name] += seconds(steps[name], 1)
-    for _ in range(max(3, rounds // 2)):
-        for name in MODELS:
-            sample[name] += seconds(lambda: adapters[name].sample(sample_batch), 1)
-    return {name: {"train_images_per_s": round(batch / statistics.median(train[name]), 1),
-                   "sample_images_per_s": round(sample_batch / statistics.median(sample[name]), 1)}
+        steps[name] = train_step(lambda adapter=adapter: adapter.train_loss(x), adapter.parameters(), 1e-3)
+        samplers[name] = lambda adapter=adapter: adapter.sample(sample_batch)
+        seconds(steps[name], 3)  # warm-up
+        seconds(samplers[name], 1)
+    train = alternating_medians(steps, rounds)
+    sample = alternating_medians(samplers, max(3, rounds // 2))
+    return {name: {"train_images_per_s": round(batch / train[name], 1),
+                   "sample_images_per_s": round(sample_batch / sample[name], 1)}
             for name in MODELS}
 
 

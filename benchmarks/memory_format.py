@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import fvae
 from fvae.nets import set_memory_format
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import alternating_medians, train_step  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4}
@@ -42,23 +43,9 @@ def step_times(preset: str, kind: str, rounds: int) -> dict[str, float]:
         x = torch.rand(BATCH[preset], *model.image_shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             model.loss(x)  # data-dependent initialisation
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
-
-        def step(model=model, optimizer=optimizer, x=x):
-            loss = model.loss(x).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        step()  # warm-up
-        steps[name] = step
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: round(statistics.median(t), 4) for name, t in times.items()}
+        steps[name] = train_step(lambda model=model, x=x: model.loss(x).mean(), model.parameters(), 1e-5)
+        steps[name]()  # warm-up
+    return {name: round(t, 4) for name, t in alternating_medians(steps, rounds).items()}
 
 
 def main() -> None:

@@ -12,13 +12,16 @@ import argparse
 import json
 import platform
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
 import fvae
 from fvae.presets import MODEL_PRESETS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import seconds, train_step  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -33,17 +36,8 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
 
 def time_train_step(model: fvae.LatentFlowModel, batch: int, steps: int, warmup: int = 3) -> float:
     x = torch.rand(batch, *model.image_shape)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        loss = model.loss(x).mean() / model.num_dims
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    step = train_step(lambda: model.loss(x).mean() / model.num_dims, model.parameters(), 1e-4)
+    return statistics.median(seconds(step, warmup + steps)[warmup:])
 
 
 def main() -> None:
