@@ -7,8 +7,10 @@ embedded MNIST-5k split, each trained for the same wall-clock budget, then evalu
 Every model sees the same data (the embedded split: 4,000 training and 1,000 test digits),
 the same uniform dequantization ``x = (k + U) / 256``, Adam at the same learning rate, and is
 scored with the same formula ``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
-importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. FID uses the classifier
-features of fvae.fid. Writes benchmarks/results/peers.{md,json} and a sample grid per model.
+importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored alike
+by fvae's sample score (fvae.quality: FID, precision, recall, recognizable, in the features of the
+shipped digit judge), at T = 1 and, for fvae's models, at their preset's sampling temperature.
+Writes benchmarks/results/peers.{md,json} and a sample grid per model.
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ from peers import build, count_parameters  # noqa: E402
 
 from fvae.cli import parse_duration  # noqa: E402
 from fvae.data import dequantize, embedded_mnist  # noqa: E402
-from fvae.fid import FeatureExtractor, frechet_distance  # noqa: E402
+from fvae.quality import SCORE_KEYS, scorer_for  # noqa: E402
 from fvae.metrics import bits_per_dim  # noqa: E402
+from fvae.presets import TRAIN_PRESETS  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
+SWEEP = (1.0, 0.85, 0.7)
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -76,28 +80,38 @@ def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
     return {f"{key}_bpd": round(bits_per_dim(total / n, 784), 4) for key, total in sums.items()}
 
 
-def sample_speed_and_fid(adapter, test_images, features, num: int, seed: int) -> tuple[dict, torch.Tensor]:
-    """Sampling images/s and FID against ``num`` test images. Samples that are not finite
-    (a sampler that overflowed) are counted and left out of the FID."""
+def sample_speed_and_score(adapter, scorer, num: int, seed: int, temperature: float = 1.0
+                           ) -> tuple[dict, torch.Tensor]:
+    """Sampling images/s and the sample score of ``num`` samples at ``temperature``. Samples that
+    are not finite (a sampler that overflowed) are counted and scored as blank images."""
     torch.manual_seed(seed)
     start = time.perf_counter()
-    samples = torch.cat([adapter.sample(min(250, num - i)) for i in range(0, num, 250)])
+    samples = torch.cat([adapter.sample(min(250, num - i), temperature) for i in range(0, num, 250)])
     seconds = time.perf_counter() - start
-    finite = samples.flatten(1).isfinite().all(1)
-    g = torch.Generator().manual_seed(seed)
-    real = dequantize(test_images[torch.randperm(len(test_images), generator=g)[:num]], g)
-    fid = frechet_distance(features(samples[finite]), features(real)) if finite.sum() > 1 else float("nan")
-    return {"sample_images_per_s": round(num / seconds, 1), "fid_classifier": round(fid, 2),
-            "nonfinite_samples": int((~finite).sum())}, samples.nan_to_num(0.0).clamp(0, 1)
+    score = scorer.score(samples)
+    row = {"sample_images_per_s": round(num / seconds, 1), **{k: round(score[k], 4) for k in SCORE_KEYS},
+           "nonfinite_samples": score["nonfinite"], "temperature": temperature}
+    return row, samples.nan_to_num(0.0).clamp(0, 1)
 
 
 def table(rows: list[dict]) -> str:
     cols = ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s", "exact_bpd", "iw_bpd",
-            "elbo_bpd", "fid_classifier", "nonfinite_samples"]
+            "elbo_bpd", "temperature", *SCORE_KEYS, "nonfinite_samples"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    return "\n".join(lines)
+    sweep = ["| model | " + " | ".join(f"T={t:g}: fid / recognizable" for t in SWEEP) + " |",
+             "|---|" + "---|" * len(SWEEP)]
+    for r in rows:
+        cells = [f"{r['by_temperature'][f'{t:g}']['fid']:.1f} / {r['by_temperature'][f'{t:g}']['recognizable']:.3f}"
+                 for t in SWEEP]
+        sweep.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(sweep)
+
+
+def own_temperature(name: str) -> float:
+    """The temperature a model is sampled at by default: its preset's for fvae's models, 1 for the peers."""
+    return TRAIN_PRESETS["mnist"].score_temperature if name in ("fvae", "vae", "glow", "composite") else 1.0
 
 
 def main() -> None:
@@ -108,13 +122,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--iw-samples", type=int, default=100)
-    parser.add_argument("--fid-samples", type=int, default=1000)
+    parser.add_argument("--score-samples", "--fid-samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train_images, test_images = embedded_mnist("train").tensors[0], embedded_mnist("test").tensors[0]
-    features = FeatureExtractor("classifier", "embedded", embedded_mnist("train"), 1)
+    scorer = scorer_for("embedded", None, embedded_mnist("test"), 1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models:
@@ -127,15 +141,18 @@ def main() -> None:
             g = torch.Generator().manual_seed(args.seed)
             adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
         row |= evaluate(adapter, test_images, args.iw_samples, args.seed)
-        speed, samples = sample_speed_and_fid(adapter, test_images, features, args.fid_samples, args.seed)
+        speed, samples = sample_speed_and_score(adapter, scorer, args.score_samples, args.seed, own_temperature(name))
         row |= speed
+        row["by_temperature"] = {
+            f"{t:g}": {k: v for k, v in sample_speed_and_score(adapter, scorer, args.score_samples, args.seed, t)[0]
+                       .items() if k in SCORE_KEYS} for t in SWEEP}
         save_image(samples[:64], args.out / f"peers_samples_{name}.png", nrow=8)
         print(json.dumps(row), flush=True)
         rows.append(row)
-        write_results(args, rows)
+        write_results(args, rows, scorer.name)
 
 
-def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+def write_results(args: argparse.Namespace, rows: list[dict], features: str) -> None:
     """peers.{md,json} for the models done so far (rewritten after each, so a crash keeps them)."""
     by_name = {r["model"]: r for r in rows}
     speedups = {}
@@ -146,10 +163,11 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
     text = (f"`{command}` (budget {args.budget:.0f} s per model, {args.threads} threads, batch {args.batch}, "
             f"Adam {args.lr}, torch {torch.__version__})\n\n{table(rows)}\n\n"
             + "".join(f"- {k}: {v}x\n" for k, v in speedups.items())
-            + "\nbpd: exact for flows; IW bound (K = {}) and ELBO for VAEs. FID: classifier features "
-              "(fvae.fid), comparable only within this table.\n".format(args.iw_samples))
+            + f"\nbpd: exact for flows; IW bound (K = {args.iw_samples}) and ELBO for VAEs. Sample score "
+              f"(fvae.quality, features {features}) of {args.score_samples} samples at each model's own "
+              f"temperature (fvae's models: the preset's; peers: 1), then at every temperature of the sweep.\n")
     print(text, flush=True)
-    meta = {"command": command, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,
+    meta = {"command": command, "features": features, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,
             "lr": args.lr, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine()}
     (args.out / "peers.json").write_text(json.dumps({"meta": meta, "rows": rows, "speedups": speedups}, indent=2))

@@ -7,7 +7,8 @@ reports nats on that scale, so one formula, ``bpd = (nats + D ln 256) / (D ln 2)
 * ``train_loss(x)``: the scalar the model's own library trains on;
 * ``nll(x, num_samples)``: dict of per-example nats: ``elbo`` (negative ELBO), ``iw`` (the
   importance-weighted bound) or ``exact`` (flows);
-* ``sample(n)``: ``(n, C, H, W)`` images in ``[0, 1]``.
+* ``sample(n, temperature)``: ``(n, C, H, W)`` images in ``[0, 1]``, the prior's standard
+  deviation scaled by ``temperature``.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class FvaeAdapter:
         return out
 
     @torch.no_grad()
-    def sample(self, n):
-        return self.model.sample(n)
+    def sample(self, n, temperature=1.0):
+        return self.model.sample(n, temperature)
 
 
 class NormflowsGlow:
@@ -78,8 +79,8 @@ class NormflowsGlow:
         return {"exact": -self.model.log_prob(x, None)}
 
     @torch.no_grad()
-    def sample(self, n):
-        return self.model.sample(n)[0].clamp(0, 1)
+    def sample(self, n, temperature=1.0):
+        return self.model.sample(n, temperature=temperature)[0].clamp(0, 1)
 
 
 class PythaeVAE:
@@ -147,8 +148,8 @@ class PythaeVAE:
         return {"elbo": elbo, "iw": iw}
 
     @torch.no_grad()
-    def sample(self, n):
-        z = torch.randn(n, self.model.latent_dim)  # the prior is on the flow's output z_K
+    def sample(self, n, temperature=1.0):
+        z = temperature * torch.randn(n, self.model.latent_dim)  # the prior is on the flow's output z_K
         return self.model.decoder(z)["reconstruction"].clamp(0, 1)
 
 

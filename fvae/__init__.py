@@ -4,15 +4,18 @@
     model = fvae.build_model("fvae", preset="mnist")     # also "vae", "glow", "composite"
     nats = model.loss(x)                                   # (B,) negative ELBO, x in [0, 1)
     bpd = fvae.bits_per_dim(nats, x[0].numel())
+    model, summary = fvae.train("fvae", preset="mnist", data=my_uint8_images, max_steps=500)
+    model.save_pretrained("my-fvae"); model = fvae.from_pretrained("my-fvae")
 """
 from __future__ import annotations
 
 from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from fvae.hub import from_pretrained
 from fvae.metrics import bits_per_dim
 from fvae.models import FVAE, VAE, CompositeFVAE, Glow, LatentFlowModel, model_from_config
+from fvae.pipeline import train
 from fvae.presets import PRESETS, model_config
-
-__version__ = "0.1.0"
+from fvae.version import __version__
 
 
 def build_model(kind: str = "fvae", preset: str = "mnist", **overrides) -> LatentFlowModel:
@@ -23,5 +26,6 @@ def build_model(kind: str = "fvae", preset: str = "mnist", **overrides) -> Laten
 
 __all__ = [
     "FVAE", "VAE", "CompositeFVAE", "Glow", "LatentFlowModel", "ModelConfig", "TrainConfig", "DataConfig",
-    "RunConfig", "PRESETS", "bits_per_dim", "build_model", "model_config", "model_from_config",
+    "RunConfig", "PRESETS", "__version__", "bits_per_dim", "build_model", "from_pretrained", "model_config",
+    "model_from_config", "train",
 ]

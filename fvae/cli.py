@@ -24,14 +24,18 @@ def parse_duration(text: str) -> float:
 
 
 def _merge(base: RunConfig, yaml_path: str | None) -> RunConfig:
+    """``base`` with the sections of a YAML config file laid over it, field by field."""
     if not yaml_path:
         return base
-    import yaml
+    from fvae.config import ConfigError, read_yaml
 
-    loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    loaded = read_yaml(yaml_path)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {yaml_path} must be a mapping of sections (model, train, data), "
+                          f"got {type(loaded).__name__}")
     merged = base.to_dict()
     for section, values in loaded.items():
-        if isinstance(values, dict) and section in merged:
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
             merged[section].update(values)
         else:
             merged[section] = values
@@ -92,10 +96,10 @@ def add_train_parser(sub) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from fvae.train import train
+    from fvae.pipeline import train
 
     config, out = resolve_train_config(args)
-    summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    _, summary = train(config=config, out=out, resume=args.resume, progress=not args.no_progress)
     if summary:
         print(json.dumps(summary, indent=2))
         if summary["stopped_by"] not in ("max_steps", "max_time"):
@@ -149,21 +153,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import fvae
     from fvae.data import dataset_key, load_dataset
     from fvae.evaluate import evaluate
-    from fvae.fid import FeatureExtractor
+    from fvae.quality import scorer_for
 
     started = time.time()
     model, config, checkpoint, run_dir = _load(args)
     test_set = _test_set(config, args)
-    features = None
-    if args.fid_samples:
+    scorer = None
+    if args.score_samples:
         try:
-            features = FeatureExtractor(args.fid_features, dataset_key(config.data),
-                                        load_dataset(config.data, "train", config.model.image_shape),
-                                        config.model.image_shape[0])
+            train_set = None if dataset_key(config.data) == "embedded" else load_dataset(
+                config.data, "train", config.model.image_shape)
+            scorer = scorer_for(dataset_key(config.data), train_set, test_set, config.model.image_shape[0],
+                                inception=args.inception)
         except ValueError as error:
-            print(f"fvae eval: no FID: {error}", file=sys.stderr)
+            print(f"fvae eval: no sample score: {error}", file=sys.stderr)
+    temperature = config.train.score_temperature if args.temperature is None else args.temperature
     metrics = evaluate(model, test_set, num_samples=args.num_samples, batch_size=args.batch_size,
-                       max_images=args.max_images, features=features, fid_samples=args.fid_samples, seed=args.seed)
+                       max_images=args.max_images, scorer=scorer, score_samples=args.score_samples,
+                       temperature=temperature, seed=args.seed)
     record = {
         "checkpoint": str(checkpoint), "step": int(checkpoint.name.split("-")[-1]), "model": config.model.kind,
         "preset": config.preset, "dataset": config.data.name, "num_samples": args.num_samples,
@@ -179,10 +186,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     width = max(len(k) for k in metrics)
     print(f"{checkpoint} ({config.model.kind}, {metrics['num_images']} test images, K={args.num_samples})")
     for k, v in metrics.items():
-        label = metrics["fid_name"] if k == "fid" else k
-        if k != "fid_name":
-            print(f"  {label:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {label:<{width}}  {v}")
+        print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
     print(f"wrote {out}")
+    return 0
+
+
+def print_score(score: dict, title: str) -> None:
+    """The sample score as a small table."""
+    print(title)
+    for key in ("fid", "precision", "recall", "recognizable", "fid_inception", "num_images", "nonfinite",
+                "temperature", "features"):
+        if key in score:
+            value = score[key]
+            print(f"  {key:<13} {value:.4g}" if isinstance(value, float) else f"  {key:<13} {value}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from fvae.config import DataConfig
+    from fvae.data import dataset_key, load_dataset, load_images
+    from fvae.quality import scorer_for
+
+    data = DataConfig(args.data, args.data_root, download=not args.offline)
+    first = load_images(args.path)
+    channels = first.shape[1]
+    shape = tuple(first.shape[1:])
+    test_set = load_dataset(data, "test", shape)
+    train_set = None if dataset_key(data) == "embedded" else load_dataset(data, "train", shape)
+    scorer = scorer_for(dataset_key(data), train_set, test_set, channels, inception=args.inception)
+    score = scorer.score(first)
+    score = {"path": str(args.path), "dataset": args.data, **score}
+    print_score(score, f"{args.path}: scored against the {args.data} test split ({len(test_set)} images)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(score, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -231,6 +269,24 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    model, config, checkpoint, run_dir = _load(args)
+    metrics = {"step": int(checkpoint.name.split("-")[-1])}
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        metrics |= {k: v for k, v in summary.items() if k in ("test_bpd", "fid", "precision", "recall", "recognizable")}
+    if (run_dir / "eval.json").exists():
+        evaluation = json.loads((run_dir / "eval.json").read_text())["metrics"]
+        metrics |= {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}
+    out = Path(args.out) if args.out else run_dir / "pretrained"
+    model.cpu().save_pretrained(out, metrics=metrics, preset=config.preset)
+    print(f"wrote {out} ({config.model.kind}, {'EMA' if not args.no_ema else 'raw'} weights of {checkpoint}); "
+          f"load it with fvae.from_pretrained({str(out)!r})")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
@@ -275,14 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
 
-    p = _run_parser(sub, "eval", "bits/dim (ELBO, importance-weighted, exact), reconstruction error and FID "
-                                 "on the test split; writes eval.json", cmd_eval)
+    p = _run_parser(sub, "eval", "bits/dim (ELBO, importance-weighted, exact), reconstruction error and the "
+                                 "sample score on the test split; writes eval.json", cmd_eval)
     p.add_argument("--num-samples", type=int, default=100, help="K of the importance-weighted bound (0: skip it)")
     p.add_argument("--batch-size", type=int, default=64, help="test images per batch")
     p.add_argument("--max-images", type=int, help="evaluate on the first N test images only")
-    p.add_argument("--fid-samples", type=int, default=1000, help="samples for FID (0: no FID)")
-    p.add_argument("--fid-features", choices=("auto", "inception", "classifier"), default="auto",
-                   help="Inception features when available, else a cached classifier's")
+    p.add_argument("--score-samples", "--fid-samples", type=int, default=1000,
+                   help="samples for the sample score: FID, precision, recall, recognizable (0: none)")
+    p.add_argument("--temperature", type=float, help="prior standard deviation of the scored samples "
+                                                     "(default: the run's train.score_temperature)")
+    p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
+                                                            "and its weights)")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
     p = _run_parser(sub, "sample", "write a PNG grid of samples per temperature", cmd_sample)
@@ -301,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=9, help="images a row")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
+    _run_parser(sub, "export", "write a run's model as a Hugging Face folder (config.json, model.safetensors, "
+                               "README.md): EMA weights where kept", cmd_export)
+
+    p = sub.add_parser(
+        "score", formatter_class=DefaultsHelpFormatter,
+        help="score images against a dataset's test split: FID, precision, recall, recognizable",
+        description="Score a set of images (any generator's) against the test split of a dataset, in the "
+                    "features of a judge trained on its labelled training split: FID, k-NN precision and "
+                    "recall, and the share of images the judge recognizes as one class (see README, Sample score).")
+    p.add_argument("path", metavar="PATH", help="a folder of image files, or a .npy/.npz/.pt array of shape "
+                                                "(N, H, W) or (N, C, H, W), uint8 or float in [0, 1]")
+    p.add_argument("--data", default="embedded", help="the dataset whose test split is the reference")
+    p.add_argument("--data-root", help="where torchvision datasets live (default: ~/.cache/fvae)")
+    p.add_argument("--offline", action="store_true", help="never download datasets")
+    p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
+                                                            "and its weights)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("compare", help="table and plots of bits/dim and FID against steps and time for runs",
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders made by fvae train")
@@ -310,18 +388,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fvae.checkpoint import CheckpointError
+    """Run a command; errors a user can cause end in one line on stderr: exit code 2 for bad
+    input (config, data, checkpoints, a run folder in use), 1 for a run that failed."""
+    import os
+
+    from fvae.checkpoint import CheckpointError, CheckpointWriteError
     from fvae.data import DataError
-    from fvae.train import TrainingDiverged
+    from fvae.quality import ScoreUnavailable
+    from fvae.runlock import RunLocked
+    from fvae.trainer import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (CheckpointWriteError, TrainingDiverged) as error:
+        print(f"fvae {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except (DataError, CheckpointError, ScoreUnavailable, RunLocked, FileExistsError, FileNotFoundError,
+            ValueError) as error:
         print(f"fvae {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except TrainingDiverged as error:
-        print(f"fvae {args.command}: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"fvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug, not the user's input: one line, the traceback on request
+        if os.environ.get("FVAE_TRACEBACK"):
+            raise
+        print(f"fvae {args.command}: internal error: {type(error).__name__}: {error} "
+              f"(set FVAE_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         return 1
 
 

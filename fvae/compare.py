@@ -1,5 +1,7 @@
-"""Compare training runs: a table of final numbers and plots of bits/dim and FID against
-steps and wall-clock time, read from each run's ``metrics.jsonl`` and ``eval.json``."""
+"""Compare training runs: a table of final numbers and plots of test bits/dim and the sample
+score (FID, recognizable) against steps and wall-clock time, read from each run's
+``metrics.jsonl`` and ``eval.json``; and the training time each run needed until half its
+samples were recognizable."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,7 @@ from pathlib import Path
 
 from fvae.config import RunConfig
 from fvae.models import model_from_config
+from fvae.quality import SCORE_KEYS
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -23,25 +26,32 @@ def load_run(run_dir: str | Path) -> dict:
             "eval": evaluation, "parameters": parameters}
 
 
+def time_to_recognizable(curve: list[dict], share: float = 0.5) -> float | None:
+    """Training seconds until the first evaluation with ``recognizable >= share`` (None: never)."""
+    return next((p["wall_time"] for p in curve if p.get("recognizable") is not None and p["recognizable"] >= share),
+                None)
+
+
 def comparison_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for run in runs:
         last = run["curve"][-1]
         row = {"run": run["name"], "model": run["model"], "preset": run["preset"],
                "parameters": run["parameters"], "steps": last["step"], "wall_time_s": last["wall_time"],
-               "test_bpd": last["test_bpd"], "fid": last.get("fid")}
+               "test_bpd": last["test_bpd"], **{k: last.get(k) for k in SCORE_KEYS},
+               "seconds_to_half_recognizable": time_to_recognizable(run["curve"])}
         if run["eval"]:
             metrics = run["eval"]["metrics"]
-            row.update({k: metrics.get(k) for k in ("elbo_bpd", "iw_bpd", "exact_bpd", "psnr", "fid")
+            row.update({k: metrics.get(k) for k in ("elbo_bpd", "iw_bpd", "exact_bpd", "psnr", *SCORE_KEYS)
                         if metrics.get(k) is not None})
-            row["fid_name"] = metrics.get("fid_name")
+            row["features"] = metrics.get("features")
         rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     columns = ["run", "model", "preset", "parameters", "steps", "wall_time_s", "test_bpd", "elbo_bpd", "iw_bpd",
-               "exact_bpd", "psnr", "fid"]
+               "exact_bpd", "psnr", *SCORE_KEYS, "seconds_to_half_recognizable"]
     columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
 
     def cell(v):
@@ -49,23 +59,27 @@ def markdown_table(rows: list[dict]) -> str:
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    fid_names = {r.get("fid_name") for r in rows} - {None}
-    if fid_names:
-        lines.append(f"\nfid: {', '.join(sorted(fid_names))}")
+    features = {r.get("features") for r in rows} - {None}
+    if features:
+        lines.append(f"\nsample score features: {', '.join(sorted(features))}")
     return "\n".join(lines)
 
 
+PLOTTED = (("test_bpd", "test bits/dim (ELBO)", "log"), ("fid", "FID (judge features)", "log"),
+           ("recognizable", "recognizable samples", "linear"))
+
+
 def plot_curves(runs: list[dict], path: str | Path) -> None:
-    """A 2x2 figure, log scale: test bits/dim and FID (the classifier-feature FID that training
-    logs) against steps and against training seconds."""
+    """A 3x2 figure: test bits/dim, FID and the recognizable share of samples, against steps
+    and against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(len(PLOTTED), 2, figsize=(11, 4 * len(PLOTTED)))
     for run in runs:
-        for row, metric in enumerate(("test_bpd", "fid")):
+        for row, (metric, _, _) in enumerate(PLOTTED):
             points = [(p["step"], p["wall_time"], p[metric]) for p in run["curve"] if p.get(metric) is not None]
             if not points:
                 continue
@@ -73,11 +87,11 @@ def plot_curves(runs: list[dict], path: str | Path) -> None:
             label = f"{run['name']} ({run['model']})"
             axes[row, 0].plot(steps, values, marker="o", label=label)
             axes[row, 1].plot(times, values, marker="o", label=label)
-    for row, name in enumerate(("test bits/dim (ELBO)", "FID (classifier features)")):
+    for row, (_, name, scale) in enumerate(PLOTTED):
         axes[row, 0].set(xlabel="step", ylabel=name)
         axes[row, 1].set(xlabel="training seconds", ylabel=name)
         for ax in axes[row]:
-            ax.set_yscale("log")
+            ax.set_yscale(scale)
             ax.grid(alpha=0.3, which="both")
             if ax.lines:
                 ax.legend(fontsize=8)

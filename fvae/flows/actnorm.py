@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fvae.fp32 import full_precision
+
 
 class ActNorm(nn.Module):
     """``y = (x + bias) * exp(log_scale)`` per channel; ``logdet = H * W * sum(log_scale)``.
@@ -29,6 +31,7 @@ class ActNorm(nn.Module):
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
 
+    @full_precision
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.initialized:
             self.initialize(x)
@@ -36,5 +39,6 @@ class ActNorm(nn.Module):
         logdet = x.shape[2] * x.shape[3] * self.log_scale.sum()
         return y, logdet.expand(x.shape[0])
 
+    @full_precision
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y * torch.exp(-self.log_scale) - self.bias

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.fp32 import to_fp32
 
 
 class ConditionalTransform(nn.Module):
@@ -37,7 +38,7 @@ class ConditionalAffine(ConditionalTransform):
         self.scale_bound = scale_bound
 
     def mean_log_sigma(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_sigma = self.net(x).chunk(2, dim=1)
+        mu, log_sigma = to_fp32(self.net(x)).chunk(2, dim=1)
         return mu, soft_clamp(log_sigma, self.scale_bound)
 
     def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,24 +51,30 @@ class ConditionalAffine(ConditionalTransform):
 
 
 class ConditionalShift(ConditionalTransform):
-    """``y = sigma * u + mu(x)`` with one trained scalar ``sigma > 0``: the f-VAE's
-    ``v = sigma1 * u + E(x)``. ``logdet = D * log sigma``, ``D`` the size of ``u``."""
+    """``y = sigma * u + mu(x)`` with one trained scalar ``sigma > sigma_min >= 0``: the f-VAE's
+    ``v = sigma1 * u + E(x)``, ``sigma = sigma_min + exp(log_sigma)``. ``logdet = D * log sigma``,
+    ``D`` the size of ``u``. A floor ``sigma_min > 0`` keeps the posterior noise from shrinking
+    to the width of a pixel's bin, so that the decoder ``G`` must learn to denoise."""
 
-    def __init__(self, net: nn.Module, sigma_init: float = 1.0):
+    def __init__(self, net: nn.Module, sigma_init: float = 1.0, sigma_min: float = 0.0):
         super().__init__()
+        if not sigma_init > sigma_min >= 0:
+            raise ValueError(f"sigma_init ({sigma_init}) must exceed sigma_min ({sigma_min}) >= 0")
         self.net = net
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)))
+        self.sigma_min = sigma_min
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init - sigma_min)))
 
     @property
     def sigma(self) -> torch.Tensor:
-        return self.log_sigma.exp()
+        return self.sigma_min + self.log_sigma.exp()
 
     def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = u[0].numel() * self.log_sigma
-        return self.sigma * u + self.net(x), logdet.expand(u.shape[0])
+        sigma = self.sigma
+        logdet = u[0].numel() * torch.log(sigma)
+        return sigma * u + to_fp32(self.net(x)), logdet.expand(u.shape[0])
 
     def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (y - self.net(x)) / self.sigma
+        return (y - to_fp32(self.net(x))) / self.sigma
 
 
 class ConditionalFlow(nn.Module):

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvae.fp32 import full_precision
+
 
 def _random_rotation(channels: int) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(channels, channels))
@@ -21,10 +23,12 @@ class InvertibleConv1x1(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(_random_rotation(channels))
 
+    @full_precision
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.shape[2] * x.shape[3] * torch.linalg.slogdet(self.weight)[1]
         return F.conv2d(x, self.weight[:, :, None, None]), logdet.expand(x.shape[0])
 
+    @full_precision
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return F.conv2d(y, torch.linalg.inv(self.weight)[:, :, None, None])
 
@@ -56,10 +60,12 @@ class InvertibleConv1x1LU(nn.Module):
         upper = torch.diag(self.sign_s * torch.exp(self.log_s)).index_put((j, i), self.upper)
         return self.permutation @ lower @ upper
 
+    @full_precision
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.shape[2] * x.shape[3] * self.log_s.sum()
         return F.conv2d(x, self.weight()[:, :, None, None]), logdet.expand(x.shape[0])
 
+    @full_precision
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return F.conv2d(y, torch.linalg.inv(self.weight())[:, :, None, None])
 

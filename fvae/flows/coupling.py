@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.fp32 import to_fp32
 from fvae.nets import CouplingNet
 
 
@@ -23,7 +24,7 @@ class AffineCoupling(nn.Module):
         self.scale_bound = scale_bound
 
     def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw, shift = self.net(x1).chunk(2, dim=1)
+        raw, shift = to_fp32(self.net(x1)).chunk(2, dim=1)
         return soft_clamp(raw, self.scale_bound), shift
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +49,8 @@ class AdditiveCoupling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2 = x[:, : self.split], x[:, self.split :]
-        return torch.cat([x1, x2 + self.net(x1)], dim=1), x.new_zeros(x.shape[0])
+        return torch.cat([x1, x2 + to_fp32(self.net(x1))], dim=1), x.new_zeros(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = y[:, : self.split], y[:, self.split :]
-        return torch.cat([y1, y2 - self.net(y1)], dim=1)
+        return torch.cat([y1, y2 - to_fp32(self.net(y1))], dim=1)

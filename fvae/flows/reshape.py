@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.fp32 import to_fp32
 
 
 def squeeze(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ class GaussianSplit(nn.Module):
         self.scale_bound = scale_bound
 
     def _prior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_sigma = self.conv(h).chunk(2, dim=1)
+        mu, log_sigma = to_fp32(self.conv(h)).chunk(2, dim=1)
         return mu, soft_clamp(log_sigma, self.scale_bound)
 
     def forward(self, h: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

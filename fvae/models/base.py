@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from fvae.config import ModelConfig
+from fvae.fp32 import to_fp32
+from fvae.hub import HubMixin
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -38,6 +40,47 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tens
     return -0.5 * sq * torch.exp(-2 * log_sigma) - d * log_sigma - 0.5 * d * LOG_2PI
 
 
+def log_normal_interval(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``log(Phi(upper) - Phi(lower))`` for standardised bounds ``lower < upper``, stably.
+
+    Intervals in the upper tail are mirrored (``Phi(b) - Phi(a) = Phi(-a) - Phi(-b)``) so
+    that both ``log Phi`` terms stay away from 0, and ``log(-expm1(.))`` keeps their difference
+    exact. Intervals narrower than ``1e-3`` standard deviations, where that difference falls
+    below float precision, use the midpoint rule ``log phi((a + b) / 2) + log(b - a)``
+    (relative error below ``1e-7``).
+    """
+    flip = (lower + upper) > 0
+    lo, hi = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    exact = log_hi + torch.log(-torch.expm1((log_lo - log_hi).clamp(max=-1e-30)))
+    width = (hi - lo).clamp(min=1e-30)
+    midpoint = -0.5 * (0.5 * (lo + hi)).pow(2) - 0.5 * LOG_2PI + torch.log(width)
+    return torch.where(width < 1e-3, midpoint, exact)
+
+
+def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor,
+                                  data_scale: float, bins: int = 256) -> torch.Tensor:
+    """``log q(x|z)`` of a Gaussian integrated over the 8-bit bin of each pixel, as a density, ``(B,)``.
+
+    Model-space ``x = a (k + noise) / 256 - a/2`` lies in the bin of pixel ``k``, of width
+    ``a / 256``; ``P(k) = Phi((upper_k - mean) / sigma) - Phi((lower_k - mean) / sigma)`` with
+    the outer bins open-ended (``lower_0 = -inf``, ``upper_255 = inf``), so the ``P(k)`` sum to
+    1. Returned as the piecewise-constant density ``log P(k) + D log(256 / a)``: with the model's
+    ``-D log a`` the loss in nats becomes ``-log P(k) - D ln 256`` plus the rest of eq. A, and
+    ``bpd = (nats + D ln 256) / (D ln 2)`` is the bound on the discrete pixels.
+    """
+    width = data_scale / bins
+    k = torch.floor((x + 0.5 * data_scale) / width).clamp(0, bins - 1)
+    lower = k * width - 0.5 * data_scale
+    inv_sigma = torch.exp(-log_sigma)
+    # the open ends: far enough to make Phi 0 or 1 in any precision, finite so gradients stay finite
+    big = torch.finfo(torch.float32).max ** 0.25
+    a = torch.where(k == 0, -big, (lower - mean) * inv_sigma)
+    b = torch.where(k == bins - 1, big, (lower + width - mean) * inv_sigma)
+    log_p = log_normal_interval(a, b).flatten(1).sum(1)
+    return log_p + x[0].numel() * math.log(bins / data_scale)
+
+
 class Posterior(NamedTuple):
     """A draw ``z = F_x(u)`` of the posterior.
 
@@ -52,8 +95,9 @@ class Posterior(NamedTuple):
     kl: torch.Tensor | None = None
 
 
-class LatentFlowModel(nn.Module):
-    """Base of every model: eq. A, its importance-weighted bound, sampling and coding."""
+class LatentFlowModel(nn.Module, HubMixin):
+    """Base of every model: eq. A, its importance-weighted bound, sampling and coding; saved
+    and loaded as a Hugging Face folder by ``save_pretrained`` / ``fvae.from_pretrained``."""
 
     latent_shape: tuple[int, ...]
 
@@ -80,6 +124,16 @@ class LatentFlowModel(nn.Module):
     def posterior_mode(self, x: torch.Tensor) -> torch.Tensor:
         """``F_x(0)``: the latent of model-space images ``x`` used for reconstruction."""
         return self.posterior(x, x.new_zeros(x.shape[0], *self.latent_shape)).z
+
+    def gaussian_decoder_log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor
+                                  ) -> torch.Tensor:
+        """``log N(x; mean, sigma^2 I)`` as the paper has it (``likelihood="gaussian"``), or that
+        Gaussian integrated over each pixel's 8-bit bin (``likelihood="discretized"``), ``(B,)``.
+        Computed in fp32 (or fp64) whatever precision the decoder ran in."""
+        mean = to_fp32(mean)
+        if self.config.likelihood == "discretized":
+            return discretized_gaussian_log_prob(x, mean, log_sigma, self.data_scale)
+        return gaussian_log_prob(x, mean, log_sigma)
 
     # --- data space ----------------------------------------------------------------------
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +207,7 @@ class LatentFlowModel(nn.Module):
         """``z ~ N(0, T^2 I)``, ``x = decoder mean(z)``: ``(num, C, H, W)`` in ``[0, 1]``."""
         device = next(self.parameters()).device
         z = temperature * torch.randn(num, *self.latent_shape, device=device)
-        return self.to_image_space(self.generate(z))
+        return self.to_image_space(to_fp32(self.generate(z)))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +217,7 @@ class LatentFlowModel(nn.Module):
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents to images in ``[0, 1]``."""
-        return self.to_image_space(self.generate(z))
+        return self.to_image_space(to_fp32(self.generate(z)))
 
     def scales(self) -> dict[str, torch.Tensor]:
         """The model's trained scalar scales (``sigma1``, ``sigma2``) for logging."""

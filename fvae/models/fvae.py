@@ -17,7 +17,7 @@ from torch import nn
 from fvae.config import ModelConfig
 from fvae.flows.conditional import ConditionalAffine, ConditionalFlow, ConditionalShift
 from fvae.flows.glow import MultiScaleGlow
-from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob
+from fvae.models.base import LatentFlowModel, Posterior
 from fvae.nets import AffineContext, Decoder, Encoder
 
 
@@ -50,7 +50,7 @@ class FVAE(LatentFlowModel):
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)))
 
     def build_inner(self, config: ModelConfig) -> ConditionalFlow:
-        return ConditionalFlow(ConditionalShift(make_encoder(config), config.sigma1_init))
+        return ConditionalFlow(ConditionalShift(make_encoder(config), config.sigma1_init, config.sigma1_min))
 
     def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
         v, logdet_inner = self.inner(u, x)
@@ -58,7 +58,7 @@ class FVAE(LatentFlowModel):
         return Posterior(z, logdet_inner + logdet_flow, v)
 
     def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return gaussian_log_prob(x, self.decoder(v), self.log_sigma2)
+        return self.gaussian_decoder_log_prob(x, self.decoder(v), self.log_sigma2)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.flow.inverse(z))

@@ -15,7 +15,7 @@ from torch import nn
 
 from fvae.config import ModelConfig
 from fvae.flows.conditional import ConditionalAffine
-from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob
+from fvae.models.base import LatentFlowModel, Posterior
 from fvae.models.fvae import encoded_shape, make_encoder
 from fvae.nets import Decoder, FlatHead, Unflatten
 
@@ -46,7 +46,7 @@ class VAE(LatentFlowModel):
         return Posterior(z, log_sigma.sum(1), z, gaussian_kl(mu, log_sigma))
 
     def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return gaussian_log_prob(x, self.decoder(z), self.log_sigma2)
+        return self.gaussian_decoder_log_prob(x, self.decoder(z), self.log_sigma2)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)

@@ -1,0 +1,72 @@
+"""The training data, step by step: which images each step and rank sees, and its noise.
+
+A step's batch (from a per-epoch permutation, each rank a strided share), its dequantization
+noise and its posterior noise are functions of ``(seed, step, rank)``, so a run resumed from a
+checkpoint repeats exactly the steps of an uninterrupted one. An image that cannot be read
+(a file damaged or removed during a long run) is replaced by the next readable one and
+counted, rather than ending the run.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fvae.data import DataError
+from fvae.distributed import Context
+
+MAX_REPLACEMENTS = 16
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of everything random in one step of one rank."""
+    return (seed * 1_000_003 + step) * 4099 + rank
+
+
+class SkipUnreadable(Dataset):
+    """``dataset[i]`` as ``(image, label, unreadable)``: where item ``i`` cannot be read, the
+    next readable item in its place and ``unreadable`` the number passed over."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        problems = []
+        for offset in range(MAX_REPLACEMENTS):
+            try:
+                image, label = self.dataset[(index + offset) % len(self.dataset)]
+                return image, label, offset
+            except DataError as error:
+                problems.append(str(error))
+        raise DataError(f"{MAX_REPLACEMENTS} images in a row cannot be read, the last: {problems[-1]}")
+
+
+class EpochBatches:
+    """The batches of a step onward: each epoch a permutation seeded by ``(seed, epoch)``,
+    rank ``r`` taking every ``world_size``-th index; the last incomplete batch dropped."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, ctx: Context, num_workers: int = 0):
+        self.dataset, self.batch_size, self.seed, self.ctx = SkipUnreadable(dataset), batch_size, seed, ctx
+        self.num_workers = num_workers
+        self.steps_per_epoch = len(dataset) // (batch_size * ctx.world_size)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"the training set has {len(dataset)} images, fewer than one batch of "
+                            f"{batch_size} x {ctx.world_size} process(es); lower --batch-size or add images")
+
+    def from_step(self, step: int):
+        """Yield ``(step, images, unreadable)`` forever, starting at ``step``."""
+        epoch, skip = divmod(step, self.steps_per_epoch)
+        loader_options = {}
+        if self.num_workers:
+            loader_options = dict(num_workers=self.num_workers, persistent_workers=False,
+                                  pin_memory=self.ctx.device.type == "cuda")
+        while True:
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
+            mine = order[self.ctx.rank::self.ctx.world_size].tolist()
+            batches = [mine[i * self.batch_size:(i + 1) * self.batch_size] for i in range(skip, self.steps_per_epoch)]
+            loader = DataLoader(self.dataset, batch_sampler=batches, **loader_options)
+            for i, (images, _, unreadable) in enumerate(loader):
+                yield epoch * self.steps_per_epoch + skip + i, images, int(unreadable.sum())
+            epoch, skip = epoch + 1, 0
