@@ -5,8 +5,10 @@ embedded MNIST-5k split, each trained for the same wall-clock budget, then evalu
     python benchmarks/compare_peers.py [--budget 8m] [--threads 2] [--batch 64] [--models ...]
 
 Every model sees the same data (the embedded split: 4,000 training and 1,000 test digits),
-the same uniform dequantization ``x = (k + U) / 256``, Adam at the same learning rate, and is
-scored with the same formula ``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
+the same uniform dequantization ``x = (k + U) / 256`` and batch size; fvae's models train as
+``fvae train`` trains them (their presets' learning rate, warm-up and EMA), the peers with Adam
+at --lr on their own libraries' objectives. All are scored with the same formula
+``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
 importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored alike
 by fvae's sample score (fvae.quality: FID, precision, recall, recognizable, in the features of the
 shipped digit judge), at T = 1 and, for fvae's models, at their preset's sampling temperature.
@@ -15,9 +17,11 @@ Writes benchmarks/results/peers.{md,json} and a sample grid per model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,16 +29,18 @@ import torch
 from torchvision.utils import save_image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from peers import build, count_parameters  # noqa: E402
+from peers import FvaeAdapter, build, count_parameters  # noqa: E402
+
+import fvae  # noqa: E402
 
 from fvae.cli import parse_duration  # noqa: E402
 from fvae.data import dequantize, embedded_mnist  # noqa: E402
 from fvae.quality import SCORE_KEYS, scorer_for  # noqa: E402
 from fvae.metrics import bits_per_dim  # noqa: E402
-from fvae.presets import TRAIN_PRESETS  # noqa: E402
+from fvae.presets import run_config  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
-SWEEP = (1.0, 0.85, 0.7)
+SWEEP = (1.0, 0.8, 0.6)
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -44,6 +50,22 @@ def batches_forever(images: torch.Tensor, batch: int, seed: int):
         order = torch.randperm(len(images), generator=g)
         for i in range(0, len(order) - batch + 1, batch):
             yield dequantize(images[order[i:i + batch]], g)
+
+
+def train_fvae(name: str, budget: float, batch: int, seed: int, work: Path) -> tuple[FvaeAdapter, dict]:
+    """One of fvae's models trained as ``fvae train`` trains it (its preset's learning rate, warm-up
+    and EMA), for ``budget`` seconds of training time; the adapter holds the EMA weights."""
+    config = run_config(name, "mnist")
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, batch_size=batch, seed=seed, max_steps=10 ** 9, max_time=budget, checkpoint_every=10 ** 9,
+        sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
+    model, summary = fvae.train(config=config, out=work / name, progress=False)
+    adapter = FvaeAdapter(name)
+    adapter.model = model
+    return adapter, {"steps": summary["steps"], "skipped_steps": summary["skipped_steps"],
+                     "train_seconds": summary["wall_time"], "lr": config.train.lr,
+                     "ema": config.train.ema_decay,
+                     "train_images_per_s": round(summary["steps"] * batch / summary["wall_time"], 1)}
 
 
 def train_for(adapter, images, budget: float, batch: int, lr: float, seed: int) -> dict:
@@ -64,7 +86,7 @@ def train_for(adapter, images, budget: float, batch: int, lr: float, seed: int) 
             skipped += 1
         steps += 1
     seconds = time.perf_counter() - start
-    return {"steps": steps, "skipped_steps": skipped, "train_seconds": round(seconds, 1),
+    return {"steps": steps, "skipped_steps": skipped, "train_seconds": round(seconds, 1), "lr": lr,
             "train_images_per_s": round(steps * batch / seconds, 1)}
 
 
@@ -111,7 +133,7 @@ def table(rows: list[dict]) -> str:
 
 def own_temperature(name: str) -> float:
     """The temperature a model is sampled at by default: its preset's for fvae's models, 1 for the peers."""
-    return TRAIN_PRESETS["mnist"].score_temperature if name in ("fvae", "vae", "glow", "composite") else 1.0
+    return run_config(name, "mnist").train.score_temperature if name in ("fvae", "vae", "glow", "composite") else 1.0
 
 
 def main() -> None:
@@ -119,7 +141,8 @@ def main() -> None:
     parser.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the peers' learning rate (fvae's models use "
+                                                                  "their presets')")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--iw-samples", type=int, default=100)
     parser.add_argument("--score-samples", "--fid-samples", type=int, default=1000)
@@ -131,12 +154,17 @@ def main() -> None:
     scorer = scorer_for("embedded", None, embedded_mnist("test"), 1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    work = Path(tempfile.mkdtemp(prefix="fvae-peers-"))
     for name in args.models:
         torch.manual_seed(args.seed)
         adapter = build(name)
         row = {"model": name, "parameters": count_parameters(adapter)}
         print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
-        row |= train_for(adapter, train_images, args.budget, args.batch, args.lr, args.seed)
+        if isinstance(adapter, FvaeAdapter):
+            adapter, trained = train_fvae(name, args.budget, args.batch, args.seed, work)
+            row |= trained
+        else:
+            row |= train_for(adapter, train_images, args.budget, args.batch, args.lr, args.seed)
         if hasattr(adapter, "fit_sigma"):
             g = torch.Generator().manual_seed(args.seed)
             adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))

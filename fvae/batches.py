@@ -9,7 +9,7 @@ counted, rather than ending the run.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fvae.data import DataError
 from fvae.distributed import Context
@@ -22,6 +22,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 4099 + rank
 
 
+def _collate(batch):
+    """A batch read whole (a tuple of tensors) as it is; a list of items stacked."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
 class SkipUnreadable(Dataset):
     """``dataset[i]`` as ``(image, label, unreadable)``: where item ``i`` cannot be read, the
     next readable item in its place and ``unreadable`` the number passed over."""
@@ -31,6 +36,13 @@ class SkipUnreadable(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]):
+        """A whole batch in one read where the dataset can (prepared folders), else item by item."""
+        if hasattr(self.dataset, "read_batch"):
+            images, labels = self.dataset.read_batch(indices)
+            return images, labels, torch.zeros(len(indices), dtype=torch.long)
+        return [self[i] for i in indices]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         problems = []
@@ -55,18 +67,23 @@ class EpochBatches:
             raise DataError(f"the training set has {len(dataset)} images, fewer than one batch of "
                             f"{batch_size} x {ctx.world_size} process(es); lower --batch-size or add images")
 
-    def from_step(self, step: int):
-        """Yield ``(step, images, unreadable)`` forever, starting at ``step``."""
+    def batch_indices(self, step: int):
+        """The dataset indices of each batch of this rank from ``step`` on, forever."""
         epoch, skip = divmod(step, self.steps_per_epoch)
-        loader_options = {}
-        if self.num_workers:
-            loader_options = dict(num_workers=self.num_workers, persistent_workers=False,
-                                  pin_memory=self.ctx.device.type == "cuda")
         while True:
             order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
             mine = order[self.ctx.rank::self.ctx.world_size].tolist()
-            batches = [mine[i * self.batch_size:(i + 1) * self.batch_size] for i in range(skip, self.steps_per_epoch)]
-            loader = DataLoader(self.dataset, batch_sampler=batches, **loader_options)
-            for i, (images, _, unreadable) in enumerate(loader):
-                yield epoch * self.steps_per_epoch + skip + i, images, int(unreadable.sum())
+            for i in range(skip, self.steps_per_epoch):
+                yield mine[i * self.batch_size:(i + 1) * self.batch_size]
             epoch, skip = epoch + 1, 0
+
+    def from_step(self, step: int):
+        """Yield ``(step, images, unreadable)`` forever, starting at ``step``. One loader serves
+        the whole run, so its worker processes (``num_workers``) live as long as it does; on a
+        GPU they hand over pinned memory."""
+        options = {}
+        if self.num_workers:
+            options = dict(num_workers=self.num_workers, pin_memory=self.ctx.device.type == "cuda", prefetch_factor=4)
+        loader = DataLoader(self.dataset, batch_sampler=self.batch_indices(step), collate_fn=_collate, **options)
+        for offset, (images, _, unreadable) in enumerate(loader):
+            yield step + offset, images, int(unreadable.sum())

@@ -6,6 +6,7 @@ Every command takes ``--help``. Multi-process training: ``torchrun --nproc_per_n
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -118,6 +119,9 @@ def _load(args: argparse.Namespace):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, config, checkpoint = load_model(args.path, use_ema=not args.no_ema, device=device)
+    if getattr(args, "compile", False):  # the hot paths of sampling and of the bounds
+        model.generate = torch.compile(model.generate)
+        model.log_weights = torch.compile(model.log_weights)
     torch.manual_seed(args.seed)
     return model, config, checkpoint, checkpoint.parent.parent
 
@@ -227,10 +231,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from torchvision.utils import save_image
 
-    model, _, _, run_dir = _load(args)
+    model, config, _, run_dir = _load(args)
     out = Path(args.out) if args.out else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    for t in args.temperatures:
+    for t in args.temperatures or config.train.temperatures:
         images = model.sample(args.num, temperature=t)
         path = out / f"samples_T{t:g}.png"
         save_image(images, path, nrow=args.nrow)
@@ -284,6 +288,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     model.cpu().save_pretrained(out, metrics=metrics, preset=config.preset)
     print(f"wrote {out} ({config.model.kind}, {'EMA' if not args.no_ema else 'raw'} weights of {checkpoint}); "
           f"load it with fvae.from_pretrained({str(out)!r})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import time as clock
+
+    from fvae.config import DataConfig
+    from fvae.prepared import prepare
+    from fvae.presets import MODEL_PRESETS
+
+    shape = MODEL_PRESETS[args.preset]["fvae"].image_shape
+    started = clock.perf_counter()
+    info = prepare(DataConfig(args.data, args.data_root, download=not args.offline), shape, args.out,
+                   workers=args.workers)
+    print(f"wrote {args.out}: {info['counts']['train']} training and {info['counts']['test']} test images of "
+          f"shape {tuple(shape)} in {clock.perf_counter() - started:.1f} s; train with --data {args.out}")
     return 0
 
 
@@ -342,11 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(default: the run's train.score_temperature)")
     p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
                                                             "and its weights)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the bounds and the decoder "
+                                                          "(pays off for large K and many images)")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
     p = _run_parser(sub, "sample", "write a PNG grid of samples per temperature", cmd_sample)
     p.add_argument("--num", type=int, default=64, help="samples per temperature")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.8], help="prior standard deviations")
+    p.add_argument("--temperatures", type=float, nargs="+", help="prior standard deviations (default: the run's "
+                                                                 "train.temperatures)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder (pays off for many samples)")
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
 
     p = _run_parser(sub, "reconstruct", "test images beside their reconstructions decode(encode(x))", cmd_reconstruct)
@@ -379,6 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.set_defaults(func=cmd_score)
 
+    p = sub.add_parser(
+        "prepare", formatter_class=DefaultsHelpFormatter,
+        help="crop and resize a dataset once into memory-mapped arrays, for a data path that keeps up with a GPU",
+        description="Decode, crop and resize every image of a dataset (an image folder or a torchvision name) "
+                    "once, to the preset's size, into uint8 arrays that training reads memory-mapped: "
+                    "fvae train --data OUT.")
+    p.add_argument("data", help="an image folder path, or mnist, fashion-mnist, cifar10, celeba")
+    p.add_argument("--preset", choices=PRESETS, default="celebahq64", help="whose image size to prepare for")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    p.add_argument("--data-root", help="where torchvision datasets live (default: ~/.cache/fvae)")
+    p.add_argument("--offline", action="store_true", help="never download datasets")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("compare", help="table and plots of bits/dim and FID against steps and time for runs",
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders made by fvae train")
@@ -390,8 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; errors a user can cause end in one line on stderr: exit code 2 for bad
     input (config, data, checkpoints, a run folder in use), 1 for a run that failed."""
-    import os
-
     from fvae.checkpoint import CheckpointError, CheckpointWriteError
     from fvae.data import DataError
     from fvae.quality import ScoreUnavailable

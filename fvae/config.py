@@ -152,6 +152,8 @@ class ModelConfig:
     # MNIST-5k, 500 steps: 3.2 test bits/dim against 5.1 from the paper code's sigma1 = 1).
     sigma1_init: float = rule(0.005, float, above=0, high=1e3)
     sigma2_init: float = rule(0.005, float, above=0, high=1e3)
+    # sigma2 learned (the honest-likelihood setting) or held at sigma2_init (what VAE users often do)
+    sigma2_trainable: bool = rule(True, bool)
     # fvae: a floor under sigma1 (sigma1 = sigma1_min + exp(l)); 0: none
     sigma1_min: float = rule(0.0, float, 0, 1e3)
     # the decoder q(x|z) (fvae, composite, vae): "gaussian", N(x; G, sigma2^2) on the dequantized

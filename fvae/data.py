@@ -1,4 +1,5 @@
-"""Image datasets: the embedded MNIST-5k, torchvision datasets by name, image folders.
+"""Image datasets: the embedded MNIST-5k, torchvision datasets by name, image folders, and
+folders prepared once by ``fvae prepare`` (:mod:`fvae.prepared`).
 
 Every dataset yields ``(image, label)`` with ``image`` a ``uint8`` tensor ``(C, H, W)``
 of the preset's shape (label ``-1`` where there is none); :func:`dequantize` turns a
@@ -171,6 +172,10 @@ def load_dataset(config: DataConfig, split: str, image_shape: tuple[int, int, in
     if name in TORCHVISION:
         return torchvision_dataset(name, config.root, split, config.download, image_shape)
     if Path(name).expanduser().is_dir():
+        from fvae.prepared import PreparedImages, is_prepared
+
+        if is_prepared(name):
+            return PreparedImages(name, split, image_shape)
         return ImageFolder(Path(name).expanduser(), split, image_shape)
     raise DataError(f"unknown dataset {name!r}: expected 'embedded', one of {TORCHVISION}, "
                     f"or the path of an image folder")

@@ -76,6 +76,6 @@ def degrade(x: torch.Tensor, kind: str, strength: float, g: torch.Generator) -> 
 DEGRADATIONS: dict[str, tuple[float, ...]] = {
     "blur": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
     "additive_noise": (0.0, 0.1, 0.2, 0.3, 0.5),
-    "uniform_noise": (0.0, 0.2, 0.4, 0.6, 0.8),
+    "uniform_noise": (0.0, 0.15, 0.3, 0.45, 0.6),
     "shuffled_patches": (0.0, 0.25, 0.5, 0.75, 1.0),
 }

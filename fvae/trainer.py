@@ -31,7 +31,7 @@ from fvae.data import dataset_key, dequantize, load_dataset
 from fvae.distributed import all_mean, any_rank, barrier, setup_distributed
 from fvae.evaluate import draw_samples, sample_score, test_bits_per_dim
 from fvae.models import LatentFlowModel, model_from_config
-from fvae.precision import autocast_for, use_bf16
+from fvae.precision import autocast_for, set_tf32, use_bf16
 from fvae.quality import SCORE_KEYS, SampleScorer, scorer_for
 from fvae.run_log import RunLog
 from fvae.runlock import RunLock
@@ -80,6 +80,8 @@ class Trainer:
                     if tc.ema_decay else None)
         self.step, self.bad_steps, self.unreadable, self.elapsed = 0, 0, 0, 0.0
         self.bf16 = use_bf16(tc.precision, self.ctx.device)
+        if self.ctx.device.type == "cuda":
+            set_tf32(tc.tf32)
         self.lock = RunLock(self.run_dir) if self.ctx.is_main else None
         self._resume_or_start(resume)
         self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False) if self.ctx.world_size > 1

@@ -103,3 +103,48 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     assert config.model.flow_steps == 3 and config.train.temperatures == (0.5,)
     with pytest.raises(ValueError, match="unknown model config field 'flow_stepz'"):
         apply_overrides(config, ["model.flow_stepz=3"])
+
+
+def _random_folder(root, count, size=(48, 40)):
+    g = np.random.default_rng(0)
+    for i in range(count):
+        _write(root / f"{i:03d}.jpg", g.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return root
+
+
+def test_prepare_writes_the_pixels_the_folder_gives(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    folder = _random_folder(tmp_path / "images", 30)
+    done = subprocess.run([sys.executable, "-m", "fvae.cli", "prepare", str(folder), "--preset", "cifar10",
+                           "--out", str(tmp_path / "prepared"), "--workers", "2"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    info = json.loads((tmp_path / "prepared" / "prepared.json").read_text())
+    assert info["counts"] == {"train": 27, "test": 3} and info["image_shape"] == [3, 32, 32]
+    for split in ("train", "test"):
+        raw = load_dataset(DataConfig(str(folder)), split, (3, 32, 32))
+        prepared = load_dataset(DataConfig(str(tmp_path / "prepared")), split, (3, 32, 32))
+        assert len(raw) == len(prepared)
+        for i in range(len(raw)):
+            assert torch.equal(raw[i][0], prepared[i][0]) and prepared[i][1] == -1
+    with pytest.raises(DataError, match="prepared for images of shape"):
+        load_dataset(DataConfig(str(tmp_path / "prepared")), "train", (3, 64, 64))
+    again = subprocess.run([sys.executable, "-m", "fvae.cli", "prepare", str(folder), "--out",
+                            str(tmp_path / "prepared")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_worker_processes_deliver_the_batches_of_one_process():
+    from fvae.batches import EpochBatches
+    from fvae.distributed import Context
+
+    dataset = embedded_mnist("train")
+    ctx = Context(0, 1, torch.device("cpu"))
+    one = EpochBatches(dataset, 32, seed=5, ctx=ctx).from_step(120)
+    many = EpochBatches(dataset, 32, seed=5, ctx=ctx, num_workers=2).from_step(120)
+    for _ in range(8):  # across the epoch boundary at step 125
+        (step_a, a, _), (step_b, b, _) = next(one), next(many)
+        assert step_a == step_b and torch.equal(a, b)

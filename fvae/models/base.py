@@ -152,7 +152,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         return self.num_dims * math.log(self.data_scale)
 
     # --- the loss ------------------------------------------------------------------------
-    def _log_weights(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
+    def log_weights(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
         """``(-log q(x|z), log q(u) - logdet - log q(z), posterior)`` on model space."""
         post = self.posterior(x, u)
         reconstruction = -self.decoder_log_prob(x, post.decoder_input)
@@ -167,7 +167,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         """
         xm = self.to_model_space(x)
         u = torch.randn(x.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
-        reconstruction, kl, post = self._log_weights(xm, u)
+        reconstruction, kl, post = self.log_weights(xm, u)
         if post.kl is not None:
             kl = post.kl
         return {"loss": reconstruction + kl - self.log_jacobian, "reconstruction": reconstruction, "kl": kl}
@@ -196,7 +196,7 @@ class LatentFlowModel(nn.Module, HubMixin):
             k = min(per_chunk, num_samples - start)
             xk = xm.repeat_interleave(k, dim=0)
             u = torch.randn(xk.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
-            reconstruction, kl, _ = self._log_weights(xk, u)
+            reconstruction, kl, _ = self.log_weights(xk, u)
             log_ws.append((-reconstruction - kl).view(x.shape[0], k))
         log_w = torch.cat(log_ws, dim=1)
         return torch.logsumexp(log_w, dim=1) - math.log(num_samples) + self.log_jacobian

@@ -1,0 +1,209 @@
+"""The GPU measurements, in one run that fits a short device lease.
+
+    python benchmarks/gpu_check.py [--dry-run] [--out benchmarks/results]
+
+1. the CUDA path of the tests (``tests/test_cuda.py``: every model kind on the GPU against the CPU,
+   bf16 autocast, a few trainer steps);
+2. the celebahq64 f-VAE and Glow: training images/s and peak GPU memory in fp32, TF32 and bf16,
+   each eager and compiled (``torch.compile``);
+3. normflows' Glow at fvae's celebahq64 Glow architecture, the same way (fp32 and bf16, eager),
+   when normflows is installed;
+4. a 3-minute f-VAE run on the embedded digits (``fvae train``) and its sample score and grid.
+
+``--dry-run`` does all of it on the CPU at toy sizes (mnist presets, a few steps, seconds of
+training), so that the script is tested where no GPU is; its numbers mean nothing. Writes
+gpu.md and gpu.json (gpu_dryrun.* for a dry run) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import fvae
+from fvae.precision import autocast_for, set_tf32
+
+RESULTS = Path(__file__).with_name("results")
+MODES = [("fp32", False, False), ("tf32", True, False), ("bf16", False, True)]
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def time_training(model, batch: int, steps: int, device: torch.device, tf32: bool, bf16: bool,
+                  compiled: bool) -> dict:
+    """Images/s over ``steps`` Adam steps (after three untimed ones) and the peak memory."""
+    set_tf32(tf32)
+    model = model.to(device).train()
+    x = torch.rand(batch, *model.image_shape, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    step_fn = torch.compile(model) if compiled else model
+
+    def step():
+        with autocast_for(device, bf16):
+            loss = step_fn(x)["loss"].float().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    for _ in range(3):
+        step()
+    warmup = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+    set_tf32(False)
+    return {"images_per_s": round(batch * steps / seconds, 1), "peak_gib": round(peak, 2),
+            "warmup_s": round(warmup, 1)}
+
+
+def fvae_rows(preset: str, batch: int, steps: int, device: torch.device, compile_too: bool) -> list[dict]:
+    rows = []
+    for kind in ("fvae", "glow"):
+        for mode, tf32, bf16 in MODES:
+            if mode == "tf32" and device.type != "cuda":
+                continue
+            for compiled in (False, True) if compile_too else (False,):
+                torch.manual_seed(0)
+                model = fvae.build_model(kind, preset)
+                row = {"model": f"fvae {kind}", "preset": preset, "precision": mode, "compiled": compiled,
+                       "batch": batch}
+                try:
+                    row |= time_training(model, batch, steps, device, tf32, bf16, compiled)
+                except Exception as error:  # report, and go on to the next measurement
+                    row["error"] = f"{type(error).__name__}: {error}"[:300]
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def normflows_rows(preset: str, batch: int, steps: int, device: torch.device) -> list[dict]:
+    try:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from peers import NormflowsGlow
+    except ImportError as error:
+        return [{"model": "normflows glow", "error": f"not installed: {error}"}]
+    config = fvae.model_config("glow", preset)
+    rows = []
+    for mode, _, bf16 in (MODES[0], MODES[2]):
+        torch.manual_seed(0)
+        try:
+            glow = NormflowsGlow(config.flow_levels, config.flow_steps, config.flow_width, config.image_shape)
+            glow.model.to(device)
+            x = torch.rand(batch, *config.image_shape, device=device)
+            optimizer = torch.optim.Adam(glow.parameters(), lr=1e-5)
+
+            def step():
+                with autocast_for(device, bf16):
+                    loss = glow.train_loss(x)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            for _ in range(3):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            row = {"images_per_s": round(batch * steps / (time.perf_counter() - start), 1),
+                   "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+                   if device.type == "cuda" else float("nan")}
+        except Exception as error:
+            row = {"error": f"{type(error).__name__}: {error}"[:300]}
+        row = {"model": "normflows glow", "preset": preset, "precision": mode, "compiled": False,
+               "batch": batch, **row}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="the CPU at toy sizes: checks the script")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-time", default="3m", help="the embedded-digits f-VAE run's training time")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants (minutes of "
+                                                                  "compilation on a CPU)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    preset, batch, steps = ("mnist", 8, 2) if args.dry_run else ("celebahq64", 32, 10)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "gpu_dryrun" if args.dry_run else "gpu"
+    report = {"device": device_name(device), "torch": torch.__version__, "dry_run": args.dry_run}
+
+    tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], 900)
+    report["cuda_tests"] = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-500:]
+    print("cuda tests:", report["cuda_tests"], flush=True)
+
+    report["training"] = (fvae_rows(preset, batch, steps, device, not args.no_compile)
+                          + normflows_rows(preset, batch, steps, device))
+
+    run_dir = args.out / f"{stem}_embedded_run"
+    limits = ["--max-steps", "5", "train.eval_batches=1"] if args.dry_run else ["--max-time", args.train_time,
+                                                                               "--max-steps", "1000000"]
+    train = run([sys.executable, "-m", "fvae.cli", "train", "--no-progress", "--ema", "0.999", "--out", str(run_dir),
+                 *limits, "train.score_samples=0"], 900)
+    report["embedded_run"] = {"returncode": train.returncode, "stderr_tail": train.stderr[-500:]}
+    if train.returncode == 0:
+        report["embedded_run"]["summary"] = json.loads((run_dir / "summary.json").read_text())
+        evaluation = run([sys.executable, "-m", "fvae.cli", "eval", str(run_dir), "--num-samples", "0",
+                          "--score-samples", "200" if args.dry_run else "1000"], 600)
+        if evaluation.returncode == 0:
+            report["embedded_run"]["eval"] = json.loads((run_dir / "eval.json").read_text())["metrics"]
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = [f"`python benchmarks/gpu_check.py{' --dry-run' if report['dry_run'] else ''}` on {report['device']}, "
+             f"torch {report['torch']}" + (" (dry run on the CPU: the numbers mean nothing)" if report["dry_run"] else ""),
+             "", f"CUDA tests: {report['cuda_tests']}", "",
+             "| model | preset | precision | compiled | batch | images/s | peak GiB | warm-up s |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in report["training"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r.get('preset', '')} | {r.get('precision', '')} | "
+                         f"{r.get('compiled', '')} | | error: {r['error']} | | |")
+        else:
+            lines.append(f"| {r['model']} | {r['preset']} | {r['precision']} | {r['compiled']} | {r['batch']} | "
+                         f"{r['images_per_s']} | {r['peak_gib']} | {r.get('warmup_s', '')} |")
+    run = report["embedded_run"]
+    lines += ["", f"Embedded-digits f-VAE run: exit {run['returncode']}"]
+    if "summary" in run:
+        lines.append(f"steps {run['summary']['steps']}, training {run['summary']['wall_time']} s, "
+                     f"test bits/dim {run['summary']['test_bpd']:.3f}")
+    if "eval" in run:
+        lines.append("sample score: " + ", ".join(f"{k} {run['eval'][k]:.3f}" for k in
+                                                  ("fid", "precision", "recall", "recognizable") if k in run["eval"]))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

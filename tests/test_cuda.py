@@ -1,0 +1,49 @@
+"""The CUDA path: every model on the GPU computes what it computes on the CPU, bf16 autocast
+keeps the loss close, and the trainer runs there. Skipped where no GPU is (CI); run by
+benchmarks/gpu_check.sh on a lent device."""
+import pytest
+import torch
+
+import fvae
+from test_models import KINDS, images, tiny
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_gpu_computes_what_the_cpu_computes(kind):
+    model = tiny(kind).double()
+    x = images(8).double()
+    model.loss(x)
+    torch.manual_seed(0)
+    u = torch.randn(8, *model.latent_shape, dtype=torch.float64)
+    expected = model.posterior(model.to_model_space(x), u).z
+    gpu = model.cuda()
+    got = gpu.posterior(gpu.to_model_space(x.cuda()), u.cuda()).z.cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gpu.generate(got.cuda()).cpu(), model.cpu().generate(expected), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_autocast_on_the_gpu_keeps_the_loss(kind):
+    model = tiny(kind).cuda()
+    x = images(16).cuda()
+    model.loss(x)
+    torch.manual_seed(0)
+    full = model.loss(x)
+    torch.manual_seed(0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        half = model.loss(x)
+    assert half.dtype == torch.float32
+    assert ((half - full).abs() <= 0.02 * 64 * 0.6931 + 2e-3 * full.abs()).all()
+
+
+def test_the_trainer_runs_on_the_gpu_in_bf16(tmp_path):
+    from fvae.config import apply_overrides
+    from fvae.presets import run_config
+
+    config = apply_overrides(run_config("fvae", "mnist"), [
+        "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.max_steps=5"])
+    model, summary = fvae.train(config=config, out=tmp_path, progress=False)
+    assert summary["steps"] == 5 and next(model.parameters()).is_cuda
