@@ -91,9 +91,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1])
     parser.add_argument("--presets", nargs="+", default=["celebahq64", "celebahq128"])
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each loader is read")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="images per loader batch (at most the images)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    args.batch = min(args.batch, int(args.images * 0.9))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "jpegs"

@@ -1,6 +1,9 @@
 """Validates the sample score (fvae.quality) on real digits it was not fitted on.
 
-    python benchmarks/validate_score.py [--run RUN ...] [--seeds 5]
+    python benchmarks/validate_score.py [--run RUN ...] [--seeds 5] [--train-judge]
+
+``--train-judge`` first rebuilds the shipped judge (fvae/weights/judge-embedded-v1.safetensors)
+from the embedded training split: ``train_judge`` with its defaults on one thread.
 
 The judge was trained on the embedded training split; here the embedded test split is cut in
 two halves: the even rows are the reference, the odd rows (500 digits) are degraded in graded
@@ -22,7 +25,8 @@ from fvae.checkpoint import load_model
 from fvae.data import embedded_mnist
 from fvae.degrade import DEGRADATIONS, degrade
 from fvae.evaluate import draw_samples
-from fvae.quality import SCORE_KEYS, SampleScorer, load_judge, scorer_for
+from fvae.judge import train_judge
+from fvae.quality import SCORE_KEYS, SampleScorer, judge_path, load_judge, save_judge, scorer_for
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -61,7 +65,11 @@ def main() -> None:
     parser.add_argument("--run", nargs="*", default=[], help="run folders whose samples' spread to measure")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-judge", action="store_true", help="rebuild the shipped judge first")
     args = parser.parse_args()
+    if args.train_judge:
+        torch.set_num_threads(1)
+        save_judge(train_judge(*embedded_mnist("train").tensors), judge_path("embedded", 1))
     test = embedded_mnist("test")
     images = test.tensors[0].float() / 255
     half = SampleScorer(load_judge("embedded", None, 1), images[0::2], "judge-embedded, even test rows")

@@ -94,15 +94,17 @@ def save_checkpoint(run_dir: str | Path, step: int, config: RunConfig, model: to
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(root)
-    except (OSError, RuntimeError) as error:  # safetensors and torch.save report a full disk as RuntimeError
+    except (OSError, RuntimeError, SafetensorError) as error:  # how torch.save and safetensors report a full disk
         shutil.rmtree(tmp, ignore_errors=True)
         good = newest_valid_checkpoint(run_dir, quiet=True)
         raise CheckpointWriteError(
             f"could not write the checkpoint of step {step} under {root} "
             f"({type(error).__name__}: {' '.join(str(error).split())}); "
             f"the last good checkpoint is {good if good else 'none'}") from error
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:  # renamed first, so that none is ever seen half deleted
+        doomed = old.with_name(f".{old.name}.old-{os.getpid()}")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 

@@ -154,8 +154,6 @@ class ModelConfig:
     sigma2_init: float = rule(0.005, float, above=0, high=1e3)
     # sigma2 learned (the honest-likelihood setting) or held at sigma2_init (what VAE users often do)
     sigma2_trainable: bool = rule(True, bool)
-    # fvae: a floor under sigma1 (sigma1 = sigma1_min + exp(l)); 0: none
-    sigma1_min: float = rule(0.0, float, 0, 1e3)
     # the decoder q(x|z) (fvae, composite, vae): "gaussian", N(x; G, sigma2^2) on the dequantized
     # data as in the paper, or "discretized", that Gaussian integrated over each pixel's 8-bit bin
     likelihood: str = rule("gaussian", str, choices=LIKELIHOODS)
@@ -166,9 +164,6 @@ class ModelConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if self.sigma1_min >= self.sigma1_init:
-            raise ConfigError(f"model.sigma1_min: {self.sigma1_min!r} is not allowed; expected less than "
-                              f"model.sigma1_init ({self.sigma1_init!r})")
         if self.kind == "glow" and self.likelihood != "gaussian":
             raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
                               f"is case 2's fixed Gaussian; expected 'gaussian'")

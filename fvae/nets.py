@@ -168,3 +168,4 @@ class Unflatten(nn.Module):
     @full_precision
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z).view(z.shape[0], *self.shape)
+

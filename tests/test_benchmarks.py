@@ -89,3 +89,14 @@ def test_data_speed_runs(tmp_path):
     (row,) = json.loads((tmp_path / "data_speed.json").read_text())["rows"]
     assert row["prepared_images_per_s_w0"] > row["folder_images_per_s_w0"] > 0
     assert row["gpu_train_images_per_s_estimate"] > 0
+
+
+def test_validate_score_writes_its_table(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "validate_score.py"), "--seeds", "2", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "score_validation.json").read_text())
+    assert {r["degradation"] for r in result["graded"]} == {"blur", "additive_noise", "uniform_noise",
+                                                            "shuffled_patches"}
+    spread = result["spread_over_seeds"]["real training digits"]
+    assert spread["recognizable"]["mean"] > 0.9 and spread["fid"]["std"] >= 0

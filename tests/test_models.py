@@ -175,3 +175,48 @@ def test_memory_format_changes_speed_not_values(kind):
         samples.append(model.generate(torch.randn(4, *model.latent_shape, dtype=torch.float64)))
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=1e-8)
     torch.testing.assert_close(samples[0], samples[1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind, likelihood", [("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"),
+                                              ("vae", "discretized"), ("composite", "discretized"),
+                                              ("glow", "gaussian")])
+def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
+    """Data drawn uniformly from 4 fixed 8-bit images carries log 4 nats an image; no bound on
+    -log P(pixels) may report less, however well a model fits them."""
+    torch.manual_seed(0)
+    extra = {} if kind == "glow" else dict(likelihood=likelihood, sigma1_init=0.05, sigma2_init=0.05)
+    model = tiny(kind, **extra)
+    pixels = torch.randint(0, 256, (4, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        x = (pixels[torch.randint(0, 4, (32,))] + torch.rand(32, 1, 8, 8)) / 256
+        loss = model.loss(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x = (pixels.repeat(8, 1, 1, 1) + torch.rand(32, 1, 8, 8)) / 256
+    with torch.no_grad():
+        bounds = [fvae.bits_per_dim(model.loss(x).mean().item(), 64),
+                  fvae.bits_per_dim(-model.log_likelihood(x, 16).mean().item(), 64)]
+        if kind == "glow":
+            bounds.append(fvae.bits_per_dim(-model.exact_log_likelihood(x).mean().item(), 64))
+    assert min(bounds) >= math.log2(4) / 64, bounds
+
+
+def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
+    from fvae.models.base import discretized_gaussian_log_prob
+
+    k = torch.arange(256, dtype=torch.float64)
+    x = (2 * ((k + 0.5) / 256 - 0.5)).view(256, 1, 1, 1)
+    for sigma in (1e-4, 0.01, 0.5, 100.0):
+        for mean in (-1.3, -0.2, 0.0, 0.999, 2.0):
+            log_p = discretized_gaussian_log_prob(x, torch.full_like(x, mean), torch.tensor(math.log(sigma)), 2.0)
+            pmf = (log_p - math.log(128)).exp()  # the density minus log(256 / a)
+            assert pmf.sum().item() == pytest.approx(1.0, abs=1e-9)
+    # interior bins against Phi differences in float64
+    normal = torch.distributions.Normal(torch.tensor(0.1, dtype=torch.float64), 0.02)
+    lower = 2 * (k[135:146] / 256 - 0.5)
+    expected = (normal.cdf(lower + 2 / 256) - normal.cdf(lower)).log()
+    log_p = discretized_gaussian_log_prob(x[135:146], torch.full_like(x[135:146], 0.1),
+                                          torch.tensor(math.log(0.02), dtype=torch.float64), 2.0) - math.log(128)
+    torch.testing.assert_close(log_p, expected, rtol=1e-9, atol=1e-9)

@@ -75,7 +75,7 @@ def flip_a_bit(path):
 def test_every_checkpoint_carries_a_manifest_that_verifies(run):
     for checkpoint in list_checkpoints(run):
         manifest = json.loads((checkpoint / "manifest.json").read_text())
-        assert set(manifest) == {"model.safetensors", "state.pt", "config.yaml"}
+        assert set(manifest) == {"model.safetensors", "ema.safetensors", "state.pt", "config.yaml"}
         assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest.values())
         assert verify(checkpoint) is None
 
@@ -243,7 +243,7 @@ def test_hostile_config_values_are_refused_in_one_line_with_nothing_written(tmp_
             if "rule" in f.metadata:
                 cases += [f"{section}.{f.name}={_yaml_text(v)}" for v in _hostile_values(f.metadata["rule"], rng)]
     cases += ["data.download=maybe", "data.name=[1, 2]", "data.root=5", "train.lr=[", "model=3", "train.lr",
-              "nosection.x=1", "train.nofield=1", "model.sigma1_min=0.5", "model.likelihood=discretized"]
+              "nosection.x=1", "train.nofield=1", "model.likelihood=discretized"]
     cases.remove("model.likelihood=discretized")
     assert len(cases) > 200
     out = tmp_path / "run"

@@ -51,27 +51,21 @@ class ConditionalAffine(ConditionalTransform):
 
 
 class ConditionalShift(ConditionalTransform):
-    """``y = sigma * u + mu(x)`` with one trained scalar ``sigma > sigma_min >= 0``: the f-VAE's
-    ``v = sigma1 * u + E(x)``, ``sigma = sigma_min + exp(log_sigma)``. ``logdet = D * log sigma``,
-    ``D`` the size of ``u``. A floor ``sigma_min > 0`` keeps the posterior noise from shrinking
-    to the width of a pixel's bin, so that the decoder ``G`` must learn to denoise."""
+    """``y = sigma * u + mu(x)`` with one trained scalar ``sigma > 0``: the f-VAE's
+    ``v = sigma1 * u + E(x)``. ``logdet = D * log sigma``, ``D`` the size of ``u``."""
 
-    def __init__(self, net: nn.Module, sigma_init: float = 1.0, sigma_min: float = 0.0):
+    def __init__(self, net: nn.Module, sigma_init: float = 1.0):
         super().__init__()
-        if not sigma_init > sigma_min >= 0:
-            raise ValueError(f"sigma_init ({sigma_init}) must exceed sigma_min ({sigma_min}) >= 0")
         self.net = net
-        self.sigma_min = sigma_min
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init - sigma_min)))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)))
 
     @property
     def sigma(self) -> torch.Tensor:
-        return self.sigma_min + self.log_sigma.exp()
+        return self.log_sigma.exp()
 
     def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma = self.sigma
-        logdet = u[0].numel() * torch.log(sigma)
-        return sigma * u + to_fp32(self.net(x)), logdet.expand(u.shape[0])
+        logdet = u[0].numel() * self.log_sigma
+        return self.sigma * u + to_fp32(self.net(x)), logdet.expand(u.shape[0])
 
     def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (y - to_fp32(self.net(x))) / self.sigma

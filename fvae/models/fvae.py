@@ -47,10 +47,11 @@ class FVAE(LatentFlowModel):
                                    config.coupling, config.mixing, squeeze_first=False)
         self.decoder = Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks,
                                config.encoder_hidden)
-        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)), requires_grad=config.sigma2_trainable)
+        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
+                                       requires_grad=config.sigma2_trainable)
 
     def build_inner(self, config: ModelConfig) -> ConditionalFlow:
-        return ConditionalFlow(ConditionalShift(make_encoder(config), config.sigma1_init, config.sigma1_min))
+        return ConditionalFlow(ConditionalShift(make_encoder(config), config.sigma1_init))
 
     def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
         v, logdet_inner = self.inner(u, x)

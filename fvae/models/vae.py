@@ -38,7 +38,8 @@ class VAE(LatentFlowModel):
             Unflatten(config.latent_dim, features),
             Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden),
         )
-        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)), requires_grad=config.sigma2_trainable)
+        self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
+                                       requires_grad=config.sigma2_trainable)
 
     def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
         mu, log_sigma = self.encoder.mean_log_sigma(x)
