@@ -151,6 +151,7 @@ def test_compiled_training_matches_eager_and_resumes_from_its_checkpoints(tmp_pa
     assert resumed["steps"] == 9
 
 
+@pytest.mark.slow  # a minute of compilation in two processes; the suite's 2-rank run without compile is in test_train
 def test_two_ranks_train_compiled_in_bf16_to_identical_weights(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
            str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path), "model.encoder_blocks=1",
