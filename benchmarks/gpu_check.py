@@ -38,18 +38,14 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
-def time_training(model, batch: int, steps: int, device: torch.device, tf32: bool, bf16: bool,
-                  compiled: bool) -> dict:
-    """Images/s over ``steps`` Adam steps (after three untimed ones) and the peak memory."""
-    set_tf32(tf32)
-    model = model.to(device).train()
-    x = torch.rand(batch, *model.image_shape, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    step_fn = torch.compile(model) if compiled else model
+def time_steps(loss_fn, parameters, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
+    """Images/s over ``steps`` Adam steps on ``loss_fn()`` (after three untimed ones), the peak
+    GPU memory and the seconds of those three warm-up steps (compilation, where compiled)."""
+    optimizer = torch.optim.Adam(parameters, lr=1e-5)
 
     def step():
         with autocast_for(device, bf16):
-            loss = step_fn(x)["loss"].float().mean()
+            loss = loss_fn().float().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -68,9 +64,21 @@ def time_training(model, batch: int, steps: int, device: torch.device, tf32: boo
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
-    set_tf32(False)
     return {"images_per_s": round(batch * steps / seconds, 1), "peak_gib": round(peak, 2),
             "warmup_s": round(warmup, 1)}
+
+
+def time_training(model, batch: int, steps: int, device: torch.device, tf32: bool, bf16: bool,
+                  compiled: bool) -> dict:
+    """:func:`time_steps` of an fvae model's loss, eager or compiled, with TF32 on or off."""
+    set_tf32(tf32)
+    model = model.to(device).train()
+    x = torch.rand(batch, *model.image_shape, device=device)
+    step_fn = torch.compile(model) if compiled else model
+    try:
+        return time_steps(lambda: step_fn(x)["loss"], model.parameters(), batch, steps, device, bf16)
+    finally:
+        set_tf32(False)
 
 
 def fvae_rows(preset: str, batch: int, steps: int, device: torch.device, compile_too: bool) -> list[dict]:
@@ -107,28 +115,7 @@ def normflows_rows(preset: str, batch: int, steps: int, device: torch.device) ->
             glow = NormflowsGlow(config.flow_levels, config.flow_steps, config.flow_width, config.image_shape)
             glow.model.to(device)
             x = torch.rand(batch, *config.image_shape, device=device)
-            optimizer = torch.optim.Adam(glow.parameters(), lr=1e-5)
-
-            def step():
-                with autocast_for(device, bf16):
-                    loss = glow.train_loss(x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-            for _ in range(3):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            row = {"images_per_s": round(batch * steps / (time.perf_counter() - start), 1),
-                   "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-                   if device.type == "cuda" else float("nan")}
+            row = time_steps(lambda: glow.train_loss(x), glow.parameters(), batch, steps, device, bf16)
         except Exception as error:
             row = {"error": f"{type(error).__name__}: {error}"[:300]}
         row = {"model": "normflows glow", "preset": preset, "precision": mode, "compiled": False,
