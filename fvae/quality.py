@@ -9,7 +9,10 @@ Four numbers, all in the features of the dataset's :class:`~fvae.judge.Judge`:
   (each ball reaching its ``k``-th nearest real neighbour), and the share of real images
   inside the samples' balls;
 * ``recognizable``: the share of images that the judge gives to one class with probability
-  at least ``RECOGNIZABLE_CONFIDENCE`` (so not to "none", and not split between classes).
+  at least ``RECOGNIZABLE_CONFIDENCE`` (so not to "none", and not split between classes);
+* ``sharpness``: the clarity of the images relative to the reference's, in pixels rather than
+  features (:func:`laplacian_energy`): 1 for images as sharp as real ones, below 1 for blurred.
+  Noise raises it too, so it is read beside FID and ``recognizable``, never alone.
 
 The judge of the embedded digits ships with fvae (``fvae/weights/``), so every user scores
 with the same ruler; for another labelled dataset it is trained on first use from the training
@@ -32,7 +35,7 @@ class ScoreUnavailable(RuntimeError):
     """The sample score cannot be computed as asked (no judge, no Inception weights)."""
 
 
-SCORE_KEYS = ("fid", "precision", "recall", "recognizable")
+SCORE_KEYS = ("fid", "precision", "recall", "recognizable", "sharpness")
 RECOGNIZABLE_CONFIDENCE = 0.9
 NEIGHBOURS = 3
 SHIPPED = Path(__file__).with_name("weights")
@@ -72,6 +75,23 @@ def manifold_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = N
         return (torch.cdist(points, centres) <= radii[None]).any(1).double().mean().item()
 
     return inside(fake, real), inside(real, fake)
+
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_energy(images: torch.Tensor) -> float:
+    """The mean squared response of the 3x3 Laplacian over images ``(N, C, H, W)`` in ``[0, 1]``:
+
+        e(X) = 1/(N C (H-2) (W-2)) sum_{n, c, i, j} (x[i-1, j] + x[i+1, j] + x[i, j-1] + x[i, j+1] - 4 x[i, j])^2
+
+    (valid positions only), in float64. ``sharpness = e(samples) / e(reference)``: a blur
+    lowers it (to 0.46, 0.08, 0.02 for digits blurred by 0.5, 1, 1.5 pixels), as does a mean
+    over possible images; pixel noise raises it.
+    """
+    x = images.double()
+    kernel = LAPLACIAN.to(x).expand(x.shape[1], 1, 3, 3)
+    return torch.nn.functional.conv2d(x, kernel, groups=x.shape[1]).pow(2).mean().item()
 
 
 def cache_dir() -> Path:
@@ -150,6 +170,7 @@ class SampleScorer:
     def __init__(self, judge: Judge, reference: torch.Tensor, name: str, inception: bool = False):
         self.judge, self.name = judge.eval(), name
         self.reference_features, _ = self.judge_outputs(reference)
+        self.reference_energy = laplacian_energy(reference)
         self.inception = None
         if inception:
             try:
@@ -175,8 +196,9 @@ class SampleScorer:
         return probs[:, : self.judge.num_classes].amax(1) >= RECOGNIZABLE_CONFIDENCE
 
     def score(self, images: torch.Tensor) -> dict[str, float | int | str]:
-        """``fid``, ``precision``, ``recall``, ``recognizable`` of ``images`` ``(N, C, H, W)`` in
-        ``[0, 1]``; images that are not finite are counted (``nonfinite``) and scored as blank."""
+        """``fid``, ``precision``, ``recall``, ``recognizable``, ``sharpness`` of ``images``
+        ``(N, C, H, W)`` in ``[0, 1]``; images that are not finite are counted (``nonfinite``) and
+        scored as blank."""
         images = images.float()
         finite = images.flatten(1).isfinite().all(1)
         images = torch.where(finite.view(-1, 1, 1, 1), images, torch.zeros(()))
@@ -184,7 +206,8 @@ class SampleScorer:
         precision, recall = manifold_precision_recall(self.reference_features, features)
         result: dict[str, float | int | str] = {
             "fid": frechet_distance(features, self.reference_features), "precision": precision, "recall": recall,
-            "recognizable": self.recognizable(probs).double().mean().item(), "num_images": len(images),
+            "recognizable": self.recognizable(probs).double().mean().item(),
+            "sharpness": laplacian_energy(images.clamp(0, 1)) / self.reference_energy, "num_images": len(images),
             "nonfinite": int((~finite).sum()), "features": self.name,
         }
         if self.inception is not None:

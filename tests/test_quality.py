@@ -12,7 +12,7 @@ import torch
 from fvae.data import embedded_mnist
 from fvae.degrade import DEGRADATIONS, degrade, shuffle_patches
 from fvae.judge import Judge, augment, none_images, train_judge
-from fvae.quality import (SCORE_KEYS, SampleScorer, frechet_distance, judge_path, load_judge,
+from fvae.quality import (SCORE_KEYS, SampleScorer, frechet_distance, judge_path, laplacian_energy, load_judge,
                           manifold_precision_recall, scorer_for)
 
 
@@ -43,6 +43,20 @@ def test_precision_and_recall_see_a_dropped_mode_and_an_invented_one():
     invented = torch.cat([same[:200], same[400:600], torch.randn(400, 4, generator=g, dtype=torch.float64) - 50])
     precision, recall = manifold_precision_recall(real, invented)
     assert precision == pytest.approx(0.5, abs=0.06) and recall > 0.8
+
+
+def test_laplacian_energy_of_known_images():
+    # a checkerboard of 0 and 1: every valid response is +-4, so the mean square is 16
+    board = (torch.arange(5)[:, None] + torch.arange(5)[None]) % 2
+    assert laplacian_energy(board.float().expand(3, 1, 5, 5)) == pytest.approx(16.0)
+    # a linear ramp has no curvature; a constant image none either
+    ramp = torch.linspace(0, 1, 6).expand(2, 1, 6, 6)
+    assert laplacian_energy(ramp) == pytest.approx(0.0, abs=1e-12)
+    assert laplacian_energy(torch.full((2, 1, 6, 6), 0.3)) == pytest.approx(0.0, abs=1e-12)
+    # one bright pixel in the middle of a 3x3 image: the single valid response is -4
+    dot = torch.zeros(1, 1, 3, 3)
+    dot[0, 0, 1, 1] = 1
+    assert laplacian_energy(dot) == pytest.approx(16.0)
 
 
 def test_shuffle_patches_moves_exactly_the_share_asked():
@@ -84,6 +98,17 @@ def test_the_score_worsens_with_every_step_of_each_degradation(scorer, kind):
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
     assert all(b <= a + 0.02 for a, b in zip(recognizable, recognizable[1:])), recognizable
     assert recognizable[-1] < recognizable[0] - 0.2
+
+
+def test_sharpness_is_one_for_real_digits_and_falls_with_every_blur_step(scorer):
+    scorer, held_out = scorer
+    assert 0.9 <= scorer.score(held_out)["sharpness"] <= 1.1
+    g = torch.Generator().manual_seed(0)
+    sharpness = [scorer.score(degrade(held_out, "blur", s, g))["sharpness"] for s in DEGRADATIONS["blur"]]
+    assert all(a > b for a, b in zip(sharpness, sharpness[1:])), sharpness
+    assert sharpness[DEGRADATIONS["blur"].index(1)] < 0.15
+    # noise raises it: it is read beside FID and recognizable, never alone
+    assert scorer.score(degrade(held_out, "additive_noise", 0.2, g))["sharpness"] > 2
 
 
 def test_readable_blurred_digits_rank_above_shuffled_patches(scorer):
