@@ -10,7 +10,7 @@ the same uniform dequantization ``x = (k + U) / 256`` and batch size; fvae's mod
 at --lr on their own libraries' objectives. All are scored with the same formula
 ``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
 importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored alike
-by fvae's sample score (fvae.quality: FID, precision, recall, recognizable, in the features of the
+by fvae's sample score (fvae.scoring.score: FID, precision, recall, recognizable, in the features of the
 shipped digit judge), at T = 1 and, for fvae's models, at their preset's sampling temperature.
 Writes benchmarks/results/peers.{md,json} and a sample grid per model.
 """
@@ -32,12 +32,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from peers import FvaeAdapter, build, count_parameters  # noqa: E402
 
 import fvae  # noqa: E402
-
 from fvae.cli import parse_duration  # noqa: E402
 from fvae.data import dequantize, embedded_mnist  # noqa: E402
-from fvae.quality import SCORE_KEYS, scorer_for  # noqa: E402
-from fvae.metrics import bits_per_dim  # noqa: E402
 from fvae.presets import run_config  # noqa: E402
+from fvae.scoring.metrics import bits_per_dim  # noqa: E402
+from fvae.scoring.score import SCORE_KEYS, scorer_for  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
 SWEEP = (1.0, 0.8, 0.6)
@@ -192,7 +191,7 @@ def write_results(args: argparse.Namespace, rows: list[dict], features: str) -> 
             f"Adam {args.lr}, torch {torch.__version__})\n\n{table(rows)}\n\n"
             + "".join(f"- {k}: {v}x\n" for k, v in speedups.items())
             + f"\nbpd: exact for flows; IW bound (K = {args.iw_samples}) and ELBO for VAEs. Sample score "
-              f"(fvae.quality, features {features}) of {args.score_samples} samples at each model's own "
+              f"(fvae.scoring.score, features {features}) of {args.score_samples} samples at each model's own "
               f"temperature (fvae's models: the preset's; peers: 1), then at every temperature of the sweep.\n")
     print(text, flush=True)
     meta = {"command": command, "features": features, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,

@@ -6,7 +6,7 @@ model's own training images/s.
 On generated 1024x1024 JPEGs (smooth colour fields with noise, the size of CelebA-HQ's files),
 for each preset: the raw image folder (decode, centre-crop, resize at every step) and the folder
 made by ``fvae prepare`` (memory-mapped uint8), each read through the training loop's own
-loader (fvae.batches.EpochBatches) with every ``--workers`` count; then one training step of
+loader (fvae.data.batches.EpochBatches) with every ``--workers`` count; then one training step of
 the preset's f-VAE timed on this CPU, and its rate on a GPU estimated from its FLOPs (no GPU
 here): FLOPs per image (torch.utils.flop_counter, forward and backward) against an H100's dense
 bf16 peak (989 TFLOP/s) at an assumed 40% utilisation, a generous figure for these networks,
@@ -27,11 +27,10 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import fvae
-from fvae.batches import EpochBatches
 from fvae.config import DataConfig
 from fvae.data import load_dataset
-from fvae.distributed import Context
-from fvae.prepared import prepare
+from fvae.data.batches import EpochBatches
+from fvae.data.prepared import prepare
 from fvae.presets import MODEL_PRESETS
 
 RESULTS = Path(__file__).with_name("results")
@@ -52,7 +51,7 @@ def write_jpegs(folder: Path, count: int, size: int = 1024, seed: int = 0) -> No
 
 def loader_rate(dataset, batch: int, workers: int, seconds: float) -> float:
     """Images/s through the training loop's loader, for at least ``seconds`` (after one batch)."""
-    batches = EpochBatches(dataset, batch, seed=0, ctx=Context(0, 1, torch.device("cpu")), num_workers=workers)
+    batches = EpochBatches(dataset, batch, seed=0, num_workers=workers)
     stream = batches.from_step(0)
     next(stream)
     count, start = 0, time.perf_counter()
@@ -102,7 +101,8 @@ def main() -> None:
         for preset in args.presets:
             shape = MODEL_PRESETS[preset]["fvae"].image_shape
             started = time.perf_counter()
-            prepare(DataConfig(str(folder)), shape, Path(tmp) / preset, workers=max(args.workers), progress=False)
+            splits = {split: load_dataset(DataConfig(str(folder)), split, shape) for split in ("train", "test")}
+            prepare(splits, str(folder), shape, Path(tmp) / preset, workers=max(args.workers), progress=False)
             row = {"preset": preset, "image_shape": list(shape),
                    "prepare_images_per_s": args.images / (time.perf_counter() - started)}
             for workers in args.workers:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import fvae
-from fvae.precision import autocast_for, set_tf32
+from fvae.training.precision import autocast_for, set_tf32
 
 RESULTS = Path(__file__).with_name("results")
 MODES = [("fp32", False, False), ("tf32", True, False), ("bf16", False, True)]

@@ -1,5 +1,5 @@
 """A training step of each preset with its nets in NCHW, channels-last, and fvae's choice
-(``fvae.nets.memory_format_for``: channels-last up to 16 input channels, NCHW above).
+(``fvae.models.nets.memory_format_for``: channels-last up to 16 input channels, NCHW above).
 
     python benchmarks/memory_format.py [--threads 2] [--rounds 4] [--models mnist:fvae ...]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import fvae
-from fvae.nets import set_memory_format
+from fvae.models.nets import set_memory_format
 
 sys.path.insert(0, str(Path(__file__).parent))
 from timing import alternating_medians, train_step  # noqa: E402

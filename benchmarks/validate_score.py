@@ -1,13 +1,13 @@
-"""Validates the sample score (fvae.quality) on real digits it was not fitted on.
+"""Validates the sample score (fvae.scoring.score) on real digits it was not fitted on.
 
     python benchmarks/validate_score.py [--run RUN ...] [--seeds 5] [--train-judge]
 
-``--train-judge`` first rebuilds the shipped judge (fvae/weights/judge-embedded-v1.safetensors)
+``--train-judge`` first rebuilds the shipped judge (fvae/scoring/weights/judge-embedded-v1.safetensors)
 from the embedded training split: ``train_judge`` with its defaults on one thread.
 
 The judge was trained on the embedded training split; here the embedded test split is cut in
 two halves: the even rows are the reference, the odd rows (500 digits) are degraded in graded
-steps (fvae.degrade: blur, additive noise, uniform noise, shuffled patches) and scored. Then
+steps (fvae.scoring.degrade: blur, additive noise, uniform noise, shuffled patches) and scored. Then
 the spread of each number over seeds, for 1,000 images: real digits (1,000 drawn from the
 training split per seed, against the full test split) and, for each ``--run``, 1,000 samples
 per seed at the run's score temperature. Writes benchmarks/results/score_validation.{md,json}.
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from fvae.checkpoint import load_model
 from fvae.data import embedded_mnist
-from fvae.degrade import DEGRADATIONS, degrade
-from fvae.evaluate import draw_samples
-from fvae.judge import train_judge
-from fvae.quality import SCORE_KEYS, SampleScorer, judge_path, load_judge, save_judge, scorer_for
+from fvae.scoring.degrade import DEGRADATIONS, degrade
+from fvae.scoring.evaluate import draw_samples
+from fvae.scoring.judge import train_judge
+from fvae.scoring.score import SCORE_KEYS, SampleScorer, judge_path, load_judge, save_judge, scorer_for
+from fvae.training.checkpoint import load_model
 
 RESULTS = Path(__file__).with_name("results")
 

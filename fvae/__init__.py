@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from fvae.hub import from_pretrained
-from fvae.metrics import bits_per_dim
-from fvae.models import FVAE, VAE, CompositeFVAE, Glow, LatentFlowModel, model_from_config
-from fvae.pipeline import train
+from fvae.models import FVAE, VAE, CompositeFVAE, Glow, LatentFlowModel, from_pretrained, model_from_config
 from fvae.presets import PRESETS, model_config
+from fvae.scoring.metrics import bits_per_dim
+from fvae.training.pipeline import train
 from fvae.version import __version__
 
 

@@ -5,7 +5,7 @@ bf16. A flow's log-determinant must be that of the map actually applied, and a l
 must see exact differences, so the flows' own arithmetic, the 1x1 convolutions and their
 determinants, ActNorm, the residual streams of ``E`` and ``G`` and every loss sum run in fp32:
 net outputs pass through :func:`to_fp32` before a flow uses them, and whole methods that must
-not be autocast are wrapped in :func:`full_precision`. The engine (``fvae.precision``) only
+not be autocast are wrapped in :func:`full_precision`. The engine (``fvae.training.precision``) only
 decides whether autocast is on.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from fvae.config import apply_overrides
 from fvae.presets import run_config
-from fvae.trainer import Trainer
+from fvae.training.trainer import Trainer
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])

@@ -32,7 +32,7 @@ def test_flow_speed_times_the_convolutions_of_the_glow_preset():
     from flow_speed import coupling_conv_shapes
 
     import fvae
-    from fvae.nets import CouplingNet
+    from fvae.flows.nets import CouplingNet
 
     model = fvae.build_model("glow", "mnist")
     x = torch.rand(3, 1, 28, 28)

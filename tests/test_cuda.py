@@ -3,9 +3,9 @@ keeps the loss close, and the trainer runs there. Skipped where no GPU is (CI); 
 benchmarks/gpu_check.sh on a lent device."""
 import pytest
 import torch
+from test_models import KINDS, images, tiny
 
 import fvae
-from test_models import KINDS, images, tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -138,13 +138,11 @@ def test_prepare_writes_the_pixels_the_folder_gives(tmp_path):
 
 
 def test_worker_processes_deliver_the_batches_of_one_process():
-    from fvae.batches import EpochBatches
-    from fvae.distributed import Context
+    from fvae.data.batches import EpochBatches
 
     dataset = embedded_mnist("train")
-    ctx = Context(0, 1, torch.device("cpu"))
-    one = EpochBatches(dataset, 32, seed=5, ctx=ctx).from_step(120)
-    many = EpochBatches(dataset, 32, seed=5, ctx=ctx, num_workers=2).from_step(120)
+    one = EpochBatches(dataset, 32, seed=5).from_step(120)
+    many = EpochBatches(dataset, 32, seed=5, num_workers=2).from_step(120)
     for _ in range(8):  # across the epoch boundary at step 125
         (step_a, a, _), (step_b, b, _) = next(one), next(many)
         assert step_a == step_b and torch.equal(a, b)

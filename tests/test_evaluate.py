@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-
 from conftest import affine_glow, from_patches, to_patches
-from fvae.evaluate import likelihood_bits_per_dim
-from fvae.metrics import bits_per_dim
+
+from fvae.scoring.evaluate import likelihood_bits_per_dim
+from fvae.scoring.metrics import bits_per_dim
 
 
 def test_bits_per_dim_of_a_known_gaussian_density():

@@ -2,12 +2,24 @@
 ``log|det|`` of the autograd Jacobian, output shape."""
 import pytest
 import torch
-
 from conftest import perturb
-from fvae.flows import (ActNorm, AdditiveCoupling, AffineCoupling, ConditionalAffine, ConditionalFlow,
-                        ConditionalShift, FlowSequence, InvertibleConv1x1, InvertibleConv1x1LU, MultiScaleGlow,
-                        Permutation, Squeeze, glow_step)
-from fvae.nets import AffineContext, Encoder
+
+from fvae.flows import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ConditionalAffine,
+    ConditionalFlow,
+    ConditionalShift,
+    FlowSequence,
+    InvertibleConv1x1,
+    InvertibleConv1x1LU,
+    MultiScaleGlow,
+    Permutation,
+    Squeeze,
+    glow_step,
+)
+from fvae.models.nets import AffineContext, Encoder
 
 SHAPE = (4, 4, 4)  # (C, H, W): small enough for a dense Jacobian
 

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 import torch
+from test_models import KINDS, images, tiny
 
 import fvae
-from fvae.checkpoint import load_model
-from fvae.hub import PretrainedError
-from test_models import KINDS, images, tiny
+from fvae.models import PretrainedError
+from fvae.training.checkpoint import load_model
 
 
 @pytest.mark.parametrize("kind", KINDS)

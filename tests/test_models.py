@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
+from conftest import affine_glow, perturb, to_patches
 
 import fvae
-from conftest import affine_glow, perturb, to_patches
 from fvae.models.base import standard_normal_log_prob
 from fvae.models.vae import gaussian_kl
 
@@ -193,7 +193,7 @@ def test_paper_presets_have_the_authors_parameter_counts():
 
 @pytest.mark.parametrize("kind", ["fvae", "glow"])
 def test_memory_format_changes_speed_not_values(kind):
-    from fvae.nets import set_memory_format
+    from fvae.models.nets import set_memory_format
 
     def build(memory_format):
         torch.manual_seed(0)

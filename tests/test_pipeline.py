@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 import fvae
-from fvae.checkpoint import list_checkpoints, load_model
 from fvae.config import ConfigError, apply_overrides
 from fvae.data import DataError, embedded_mnist
 from fvae.presets import run_config
+from fvae.training.checkpoint import list_checkpoints, load_model
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "train.eval_batches=1", "train.score_samples=0"]

@@ -10,13 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_models import KINDS, images, tiny
 
 import fvae
 from fvae.config import apply_overrides
-from fvae.flows import (ActNorm, AdditiveCoupling, AffineCoupling, GaussianSplit, InvertibleConv1x1,
-                        InvertibleConv1x1LU, MultiScaleGlow)
+from fvae.flows import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    GaussianSplit,
+    InvertibleConv1x1,
+    InvertibleConv1x1LU,
+    MultiScaleGlow,
+)
 from fvae.presets import run_config
-from test_models import KINDS, images, tiny
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)

@@ -10,10 +10,18 @@ import scipy.linalg
 import torch
 
 from fvae.data import embedded_mnist
-from fvae.degrade import DEGRADATIONS, degrade, shuffle_patches
-from fvae.judge import Judge, augment, none_images, train_judge
-from fvae.quality import (SCORE_KEYS, SampleScorer, frechet_distance, judge_path, laplacian_energy, load_judge,
-                          manifold_precision_recall, scorer_for)
+from fvae.scoring.degrade import DEGRADATIONS, degrade, shuffle_patches
+from fvae.scoring.judge import Judge, augment, none_images, train_judge
+from fvae.scoring.score import (
+    SCORE_KEYS,
+    SampleScorer,
+    frechet_distance,
+    judge_path,
+    laplacian_energy,
+    load_judge,
+    manifold_precision_recall,
+    scorer_for,
+)
 
 
 def test_frechet_distance_matches_scipy():
@@ -175,7 +183,7 @@ def test_score_command_rejects_bad_arrays_in_one_line(tmp_path, content, message
 
 
 def test_scorer_for_a_dataset_without_a_shipped_judge_trains_and_caches_one(monkeypatch, tmp_path):
-    import fvae.quality
+    import fvae.scoring.score
 
     monkeypatch.setenv("FVAE_CACHE", str(tmp_path))
     calls = []
@@ -184,7 +192,7 @@ def test_scorer_for_a_dataset_without_a_shipped_judge_trains_and_caches_one(monk
         calls.append(len(images))
         return train_judge(images, labels, steps=2, batch_size=8, progress=False)
 
-    monkeypatch.setattr(fvae.quality, "train_judge", quick)
+    monkeypatch.setattr(fvae.scoring.score, "train_judge", quick)
     train, test = embedded_mnist("train"), embedded_mnist("test")
     for _ in range(2):
         scorer = scorer_for("my-digits", train, test, 1, progress=False)

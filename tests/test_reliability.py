@@ -15,11 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-import fvae.checkpoint
 import fvae.cli
-from fvae.checkpoint import (CheckpointError, CheckpointWriteError, list_checkpoints, load_model,
-                             newest_valid_checkpoint, verify)
+import fvae.training.checkpoint
 from fvae.config import ModelConfig, TrainConfig
+from fvae.training.checkpoint import (
+    list_checkpoints,
+    load_model,
+    newest_valid_checkpoint,
+    verify,
+)
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.sample_every=1000"]
@@ -152,7 +156,7 @@ def test_a_failed_checkpoint_write_removes_its_temporary_folder(copy, monkeypatc
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fvae.checkpoint, "save_file", no_space)
+    monkeypatch.setattr(fvae.training.checkpoint, "save_file", no_space)
     code = fvae.cli.main(["train", "--no-progress", "--resume", "--out", str(copy), "train.max_steps=16"])
     captured = capsys.readouterr()
     _assert_write_failure_handled(copy, subprocess.CompletedProcess([], code, captured.out, captured.err))

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import fvae.pipeline
-import fvae.trainer
-from fvae.checkpoint import CheckpointError, list_checkpoints, load_model, load_state
+import fvae.training.pipeline
+import fvae.training.trainer
 from fvae.config import RunConfig, apply_overrides
 from fvae.models import model_from_config
 from fvae.presets import run_config
-from fvae.trainer import TrainingDiverged
+from fvae.training.checkpoint import CheckpointError, list_checkpoints, load_model, load_state
+from fvae.training.trainer import TrainingDiverged
 
 TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "train.batch_size=16", "train.eval_batches=2", "train.score_samples=0", "train.log_every=5", "train.sample_every=1000"]
@@ -30,7 +30,7 @@ def tiny_config(*overrides):
 
 def train(config, out, resume=False):
     """``fvae.train`` on a full config, returning the summary."""
-    return fvae.pipeline.train(config=config, out=out, resume=resume, progress=False)[1]
+    return fvae.training.pipeline.train(config=config, out=out, resume=resume, progress=False)[1]
 
 
 def fvae_cli(*args, **kwargs):
@@ -86,7 +86,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
 
 def _poison(monkeypatch, bad_steps):
     calls = {"n": -1}
-    original = fvae.trainer.dequantize
+    original = fvae.training.trainer.dequantize
 
     def dequantize(images, generator=None):
         calls["n"] += 1
@@ -94,7 +94,7 @@ def _poison(monkeypatch, bad_steps):
         # call 0 initialises ActNorm; call n is step n - 1
         return x * float("nan") if calls["n"] - 1 in bad_steps else x
 
-    monkeypatch.setattr(fvae.trainer, "dequantize", dequantize)
+    monkeypatch.setattr(fvae.training.trainer, "dequantize", dequantize)
 
 
 def test_max_time_stops_training_and_is_named_in_the_summary(tmp_path):

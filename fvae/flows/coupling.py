@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.flows.nets import CouplingNet
 from fvae.fp32 import to_fp32
-from fvae.nets import CouplingNet
 
 
 class AffineCoupling(nn.Module):

@@ -5,9 +5,10 @@ from fvae.config import ModelConfig
 from fvae.models.base import LatentFlowModel, Posterior
 from fvae.models.fvae import FVAE, CompositeFVAE
 from fvae.models.glow import Glow
+from fvae.models.hub import PretrainedError, from_pretrained
 from fvae.models.vae import VAE
 
-MODELS: dict[str, type[LatentFlowModel]] = {"fvae": FVAE, "composite": CompositeFVAE, "vae": VAE, "glow": Glow}
+MODELS: dict[str, type[LatentFlowModel]] = {cls.kind: cls for cls in (FVAE, CompositeFVAE, VAE, Glow)}
 
 
 def model_from_config(config: ModelConfig) -> LatentFlowModel:
@@ -15,4 +16,5 @@ def model_from_config(config: ModelConfig) -> LatentFlowModel:
     return MODELS[config.kind](config)
 
 
-__all__ = ["FVAE", "VAE", "CompositeFVAE", "Glow", "LatentFlowModel", "MODELS", "Posterior", "model_from_config"]
+__all__ = ["FVAE", "VAE", "CompositeFVAE", "Glow", "LatentFlowModel", "MODELS", "Posterior", "PretrainedError",
+           "from_pretrained", "model_from_config"]

@@ -19,7 +19,7 @@ from torch import nn
 
 from fvae.config import ModelConfig
 from fvae.fp32 import to_fp32
-from fvae.hub import HubMixin
+from fvae.models.hub import HubMixin
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -28,7 +28,7 @@ from fvae.config import ModelConfig
 from fvae.flows.conditional import ConditionalAffine, ConditionalFlow, ConditionalShift
 from fvae.flows.glow import MultiScaleGlow
 from fvae.models.base import LatentFlowModel, Posterior
-from fvae.nets import AffineContext, CodeToMap, Decoder, Encoder, GlobalEncoder
+from fvae.models.nets import AffineContext, CodeToMap, Decoder, Encoder, GlobalEncoder
 
 
 def encoded_shape(config: ModelConfig) -> tuple[int, int, int]:
@@ -75,6 +75,8 @@ class FVAE(LatentFlowModel):
     """The f-VAE. ``inner`` is the conditional part ``u -> v`` (here ``sigma1 * u + E(x)``),
     ``flow`` the unconditional ``F``, ``decoder`` ``G``, ``log_sigma2`` the decoder's scale,
     ``code`` the optional :class:`GlobalCode`."""
+
+    kind = "fvae"
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -129,6 +131,8 @@ class CompositeFVAE(FVAE):
     the paper's composite example (its ``F_x``) with ``F`` outermost, so that the decoder
     ``G(F^-1(z)) = G(v)`` stays as cheap as in the f-VAE.
     """
+
+    kind = "composite"
 
     def build_inner(self, config: ModelConfig) -> ConditionalFlow:
         shape = encoded_shape(config)

@@ -18,6 +18,8 @@ from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob, stan
 class Glow(LatentFlowModel):
     """A multi-scale Glow ``F`` seen as the paper's case 2."""
 
+    kind = "glow"
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.latent_shape = tuple(config.image_shape)

@@ -17,7 +17,7 @@ from fvae.config import ModelConfig
 from fvae.flows.conditional import ConditionalAffine
 from fvae.models.base import LatentFlowModel, Posterior
 from fvae.models.fvae import encoded_shape, make_encoder
-from fvae.nets import Decoder, FlatHead, Unflatten
+from fvae.models.nets import Decoder, FlatHead, Unflatten
 
 
 def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -27,6 +27,8 @@ def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
 
 class VAE(LatentFlowModel):
     """A convolutional VAE with a ``latent_dim``-dimensional Gaussian latent."""
+
+    kind = "vae"
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -1,0 +1,74 @@
+"""Images to score, from files: a folder of image files or a saved array."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fvae.data.datasets import IMAGE_SUFFIXES, DataError, to_chw
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt")
+
+
+def _as_image_batch(array, source: str) -> torch.Tensor:
+    """An array ``(N, H, W)`` or ``(N, C, H, W)``, ``uint8`` or float in ``[0, 1]``, as floats ``(N, C, H, W)``."""
+    images = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise DataError(f"{source}: expected images of shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise DataError(f"{source}: expected uint8 or float images, got {images.dtype}")
+    finite = images[images.isfinite()]
+    if finite.numel() and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+        raise DataError(f"{source}: float images must lie in [0, 1], found values in "
+                        f"[{finite.min().item():.3g}, {finite.max().item():.3g}]")
+    return images.float()
+
+
+def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
+    """Images to score: a folder of image files (every one, sorted by path, read with ``channels``
+    channels), or a ``.npy``/``.npz``/``.pt`` array. Returns floats ``(N, C, H, W)`` in ``[0, 1]``
+    (non-finite values kept, for the caller to count)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {path}")
+        mode = "L" if channels == 1 else "RGB" if channels == 3 else None
+        arrays = []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    arrays.append(to_chw(image.convert(mode) if mode else image.copy()))
+            except (UnidentifiedImageError, OSError) as error:
+                raise DataError(f"cannot read image {file}: {error}") from error
+        sizes = {tuple(a.shape) for a in arrays}
+        if len(sizes) > 1:
+            raise DataError(f"the images under {path} differ in size: {sorted(sizes)[:4]}")
+        return torch.stack(arrays).float() / 255
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    if path.suffix not in ARRAY_SUFFIXES:
+        raise DataError(f"{path}: expected a folder of images or a {'/'.join(ARRAY_SUFFIXES)} file")
+    try:
+        if path.suffix == ".pt":
+            array = torch.load(path, map_location="cpu", weights_only=True)
+        elif path.suffix == ".npz":
+            with np.load(path) as archive:
+                if len(archive.files) != 1 and "images" not in archive.files:
+                    raise DataError(f"{path} holds arrays {archive.files}: name the images 'images' or keep one array")
+                array = archive["images" if "images" in archive.files else archive.files[0]]
+        else:
+            array = np.load(path)
+    except DataError:
+        raise
+    except Exception as error:  # numpy and torch raise many kinds on a damaged file
+        raise DataError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+    if isinstance(array, dict):
+        raise DataError(f"{path} holds a dict; save the image tensor itself")
+    return _as_image_batch(array, str(path))

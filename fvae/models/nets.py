@@ -1,0 +1,169 @@
+"""Plain convolutional networks: the f-VAE's encoder ``E`` and decoder ``G``, the VAE's heads,
+the global code's encoder and prior net. (The coupling nets are in :mod:`fvae.flows.nets`.)
+
+These know nothing of flows or losses; they map tensors to tensors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fvae.flows.nets import CouplingNet, memory_format_for, zero_init
+from fvae.fp32 import full_precision, to_fp32
+
+
+def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+    """Run every coupling net, encoder and decoder of ``model`` in ``memory_format``,
+    overriding :func:`memory_format_for`; values do not change, only speed."""
+    for module in model.modules():
+        if isinstance(module, CouplingNet):
+            module.memory_format = memory_format
+        elif isinstance(module, (Encoder, Decoder)):
+            module.formats = [memory_format] * len(module.formats)
+    return model
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv1x1_zero(relu(norm(conv3x3(x))))``: the identity at initialisation.
+
+    The norm is a per-example GroupNorm, so the output never depends on the rest of the
+    batch (the paper's code uses BatchNorm).
+    """
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GroupNorm(_groups(hidden), hidden),
+            nn.ReLU(inplace=True),
+            zero_init(nn.Conv2d(hidden, channels, 1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + to_fp32(self.body(x))
+
+
+def _groups(channels: int, most: int = 8) -> int:
+    return max(g for g in range(1, most + 1) if channels % g == 0)
+
+
+def _hidden(channels: int, hidden: int | None) -> int:
+    return channels if hidden is None else hidden
+
+
+class Encoder(nn.Module):
+    """``E``: ``levels`` times (squeeze, then ``blocks`` residual blocks).
+
+    ``(B, C, H, W) -> (B, C * 4^L, H / 2^L, W / 2^L)``: as many dimensions out as in.
+    ``hidden=None`` makes each block as wide as its squeezed input (the paper's code).
+    Each stage runs in the memory format :func:`memory_format_for` picks for its channels.
+    """
+
+    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
+        super().__init__()
+        widths = [channels * 4 ** (l + 1) for l in range(levels)]
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
+        self.formats = [memory_format_for(c) for c in widths]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_fp32(x)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
+        for stage, memory_format in zip(self.stages, self.formats):
+            x = stage(F.pixel_unshuffle(x, 2).contiguous(memory_format=memory_format))
+        return x
+
+
+class Decoder(nn.Module):
+    """``G``: the mirror of :class:`Encoder`, ``levels`` times (blocks, then unsqueeze).
+
+    ``(B, C * 4^L, H / 2^L, W / 2^L) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
+        super().__init__()
+        widths = [channels * 4 ** l for l in range(levels, 0, -1)]
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
+        self.formats = [memory_format_for(c) for c in widths]
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        v = to_fp32(v)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
+        for stage, memory_format in zip(self.stages, self.formats):
+            v = F.pixel_shuffle(stage(v.contiguous(memory_format=memory_format)), 2)
+        return v
+
+
+class AffineContext(nn.Module):
+    """``x -> cat(mu, log_sigma)`` for a conditional affine step: ``mu = E(x)`` and
+    ``log_sigma`` from a zero-initialised 1x1 convolution of it (so ``sigma`` starts at 1)."""
+
+    def __init__(self, encoder: nn.Module, channels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.log_sigma = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.encoder(x)
+        return torch.cat([mu, self.log_sigma(mu)], dim=1)
+
+
+class FlatHead(nn.Module):
+    """``(B, C, H, W) -> (B, out)``: a linear map of the flattened features (the VAE's posterior
+    mean and log-scale), in fp32 under mixed precision."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    @full_precision
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h.flatten(1))
+
+
+class Unflatten(nn.Module):
+    """``(B, d) -> (B, *shape)`` through a linear map: the VAE decoder's first layer, in fp32
+    under mixed precision (it sets the decoder's output to the last digit)."""
+
+    def __init__(self, in_features: int, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = shape
+        self.linear = nn.Linear(in_features, shape[0] * shape[1] * shape[2])
+
+    @full_precision
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z).view(z.shape[0], *self.shape)
+
+
+
+class GlobalEncoder(nn.Module):
+    """``(B, C, H, W) -> (B, 2 d)``: ``cat(mu, log_sigma)`` of the global code's posterior.
+
+    Two stride-2 ``conv3x3`` layers of ``hidden`` channels (``H/4 x W/4`` left), then a linear
+    map of the flattened features; ``log_sigma`` starts near 0 (the prior's scale).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], code_dim: int, hidden: int = 16):
+        super().__init__()
+        c, h, w = image_shape
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.head = FlatHead(hidden * -(-h // 4) * -(-w // 4), 2 * code_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x))
+
+
+class CodeToMap(nn.Module):
+    """``(B, d) -> (B, out_channels, H, W)``: a linear map to ``hidden`` channels at ``H x W``,
+    ReLU, then a zero-initialised ``conv3x3`` (the output starts at 0)."""
+
+    def __init__(self, code_dim: int, shape: tuple[int, int, int], hidden: int = 16):
+        super().__init__()
+        _, h, w = shape
+        self.unflatten = Unflatten(code_dim, (hidden, h, w))
+        self.conv = zero_init(nn.Conv2d(hidden, shape[0], 3, padding=1))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return to_fp32(self.conv(F.relu(self.unflatten(c))))

@@ -1,0 +1,1 @@
+"""Scoring: bits/dim, the judge, graded degradations, the sample score, model evaluation."""

@@ -1,0 +1,70 @@
+"""What a training run writes besides checkpoints: TensorBoard scalars and images, the sample
+grids ``samples_T*.png``, ``metrics.jsonl`` (one line per evaluation) and ``summary.json``.
+
+Only the main process writes; the others hold a :class:`RunLog` that does nothing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid, save_image
+
+from fvae.scoring.metrics import bits_per_dim
+from fvae.scoring.score import SCORE_KEYS
+
+
+class RunLog:
+    """The run folder's logs. ``active`` is False on every process but the main one."""
+
+    def __init__(self, run_dir: Path, active: bool):
+        self.run_dir, self.active = run_dir, active
+        self.writer = SummaryWriter(str(run_dir / "tensorboard")) if active else None
+
+    def training(self, step: int, terms: dict[str, float], num_dims: int, extras: dict[str, float]) -> None:
+        """The loss parts (nats), bits/dim, and ``extras`` (gradient norm, learning rate, counters,
+        images/s, the model's scales) of the latest step."""
+        if not self.active:
+            return
+        for k, v in terms.items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+        self.writer.add_scalar("train/bits_per_dim", bits_per_dim(terms["loss"], num_dims), step)
+        for k, v in extras.items():
+            self.writer.add_scalar(k, v, step)
+
+    def samples(self, step: int, images_by_temperature: dict[float, torch.Tensor]) -> None:
+        """``samples_T{t}.png`` grids, 8 a row, and the same grids in TensorBoard."""
+        if not self.active:
+            return
+        for t, images in images_by_temperature.items():
+            save_image(images, self.run_dir / f"samples_T{t:g}.png", nrow=8)
+            self.writer.add_image(f"samples/T={t:g}", make_grid(images, nrow=8), step)
+
+    def evaluation(self, record: dict) -> None:
+        """One line of ``metrics.jsonl`` (step, training time, test bits/dim, the sample score) and
+        its numbers in TensorBoard."""
+        if not self.active:
+            return
+        self.writer.add_scalar("test/bits_per_dim", record["test_bpd"], record["step"])
+        for key in SCORE_KEYS:
+            if key in record:
+                self.writer.add_scalar(f"test/{key}", record[key], record["step"])
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def last_evaluation(self) -> dict | None:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return None
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else None
+
+    def summary(self, summary: dict) -> None:
+        if self.active:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,322 @@
+"""Training: a thin loop over torch DistributedDataParallel, launched by ``torchrun``.
+
+One process per device (see :mod:`fvae.training.distributed`). The model stays a plain ``nn.Module``;
+the :class:`Trainer` owns optimisation, precision, compilation, checkpoints and recovery, and
+hands the logs to :class:`~fvae.training.run_log.RunLog` and the data order to
+:class:`~fvae.data.batches.EpochBatches`. A run resumed from a checkpoint repeats exactly the
+steps of an uninterrupted one.
+
+Everything that can fail on bad input (the model, the data, the checkpoint to resume from)
+is checked before anything is written to the run folder, and the folder is locked against a
+second writer (:mod:`fvae.training.runlock`).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from fvae.config import RunConfig
+from fvae.data import dataset_key, dequantize, load_dataset
+from fvae.data.batches import EpochBatches, step_seed
+from fvae.models import LatentFlowModel, model_from_config
+from fvae.models.weights import load_weights
+from fvae.scoring.evaluate import draw_samples, sample_score, test_bits_per_dim
+from fvae.scoring.score import SCORE_KEYS, SampleScorer, scorer_for
+from fvae.training.checkpoint import (
+    CheckpointWriteError,
+    check_compatible,
+    list_checkpoints,
+    load_state,
+    newest_valid_checkpoint,
+    save_checkpoint,
+)
+from fvae.training.distributed import all_mean, any_rank, barrier, setup_distributed
+from fvae.training.precision import autocast_for, set_tf32, use_bf16
+from fvae.training.run_log import RunLog
+from fvae.training.runlock import RunLock
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row."""
+
+
+def ema_with_warmup(decay: float):
+    """An ``AveragedModel`` update: ``w_ema <- d_n w_ema + (1 - d_n) w`` with
+    ``d_n = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that the average does not
+    drag the first, fast-changing weights along for ``1 / (1 - decay)`` steps."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+        for ema, p in zip(ema_params, params):
+            if torch.is_floating_point(ema):
+                ema.lerp_(p, 1 - d)
+            else:  # flags such as ActNorm's "initialized" follow the model
+                ema.copy_(p)
+
+    return update
+
+
+class Trainer:
+    """Trains ``config.model`` on ``config.data`` (or on ``train_set``/``test_set`` when given:
+    datasets of ``(uint8 image, label)``), writing everything under ``run_dir``."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                 train_set: Dataset | None = None, test_set: Dataset | None = None):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.ctx = setup_distributed()
+        tc = config.train
+        torch.manual_seed(tc.seed)  # the same initial weights and fixed buffers on every rank
+        self.model = model_from_config(config.model).to(self.ctx.device)
+        shape = config.model.image_shape
+        self.train_set = train_set if train_set is not None else load_dataset(config.data, "train", shape)
+        self.test_set = test_set if test_set is not None else load_dataset(config.data, "test", shape)
+        self.batches = EpochBatches(self.train_set, tc.batch_size, tc.seed, self.ctx.rank, self.ctx.world_size,
+                                    tc.num_workers, pin_memory=self.ctx.device.type == "cuda")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda n: min(1.0, (n + 1) / max(1, tc.warmup_steps)))
+        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(tc.ema_decay), use_buffers=True)
+                    if tc.ema_decay else None)
+        self.step, self.bad_steps, self.unreadable, self.elapsed = 0, 0, 0, 0.0
+        self.bf16 = use_bf16(tc.precision, self.ctx.device)
+        if self.ctx.device.type == "cuda":
+            set_tf32(tc.tf32)
+        self.lock = RunLock(self.run_dir) if self.ctx.is_main else None
+        self._resume_or_start(resume)
+        self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False) if self.ctx.world_size > 1
+                    else self.model)
+        self.forward = torch.compile(self.ddp) if tc.compile else self.ddp
+        self.stop_signal: str | None = None
+        self._scorer: SampleScorer | None = None
+        self._score_unavailable = False
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _resume_or_start(self, resume: bool) -> None:
+        """Lock the run folder, then continue from its newest valid checkpoint or start afresh."""
+        found = list_checkpoints(self.run_dir)
+        if found and not resume:
+            raise FileExistsError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
+                                  f"or choose another --out")
+        if resume and not found:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            if resume:
+                checkpoint = newest_valid_checkpoint(self.run_dir)
+                if checkpoint is None:
+                    raise FileNotFoundError(f"--resume: every checkpoint under {self.run_dir / 'checkpoints'} "
+                                            f"is damaged")
+                self._restore(checkpoint)
+            else:
+                self._initialize_actnorm()
+        except BaseException:
+            self.close()
+            raise
+
+    @torch.no_grad()
+    def _initialize_actnorm(self) -> None:
+        """ActNorm's data-dependent init on one batch that is the same on every rank."""
+        tc = self.config.train
+        g = torch.Generator().manual_seed(tc.seed)
+        index = torch.randperm(len(self.train_set), generator=g)[: tc.batch_size * self.ctx.world_size]
+        images = torch.stack([self.batches.dataset[int(i)][0] for i in index])
+        torch.manual_seed(tc.seed)
+        self.model(dequantize(images, g).to(self.ctx.device))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
+
+    def _restore(self, checkpoint: Path) -> None:
+        check_compatible(checkpoint, self.config)
+        load_weights(self.model, checkpoint / "model.safetensors")
+        if self.ema is not None and (checkpoint / "ema.safetensors").exists():
+            load_weights(self.ema.module, checkpoint / "ema.safetensors")
+        state = load_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.bad_steps, self.elapsed = state["step"], state["bad_steps"], state["elapsed"]
+        self.unreadable = state.get("unreadable_images", 0)
+        if self.ema is not None:
+            self.ema.n_averaged.fill_(state.get("ema_updates", 0))
+
+    def close(self) -> None:
+        """Release the run folder's lock (``fit`` does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    # --- the loop -------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``max_steps`` or ``max_time``; returns the run's summary."""
+        tc = self.config.train
+        log = RunLog(self.run_dir, self.ctx.is_main)
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (self.progress and self.ctx.is_main),
+                   desc="train", dynamic_ncols=True)
+        handlers = self._catch_signals()
+        try:
+            if self.ctx.is_main:
+                self.config.save_yaml(self.run_dir / "config.yaml")
+            stopped_by = self._loop(log, bar)
+            return self._finish(log, stopped_by)
+        except OSError as error:  # a full disk, a folder made read-only: say what survives
+            if isinstance(error, CheckpointWriteError):
+                raise
+            good = newest_valid_checkpoint(self.run_dir, quiet=True)
+            raise CheckpointWriteError(f"could not write to {self.run_dir} ({type(error).__name__}: {error}); "
+                                       f"training stopped at step {self.step}; the last good checkpoint is "
+                                       f"{good if good else 'none'}") from error
+        finally:
+            bar.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            log.close()
+            self.close()
+
+    def _loop(self, log: RunLog, bar) -> str:
+        """Steps until a limit or a signal; returns what stopped them."""
+        tc = self.config.train
+        consecutive_bad, started, window = 0, time.perf_counter() - self.elapsed, time.perf_counter()
+        batches = self.batches.from_step(self.step)
+        while self.step < tc.max_steps:
+            if any_rank(self.stop_signal is not None, self.ctx):
+                return self.stop_signal or "a signal on another rank"
+            if tc.max_time is not None and any_rank(time.perf_counter() - started >= tc.max_time, self.ctx):
+                return "max_time"
+            step, images, unreadable = next(batches)
+            terms, grad_norm, ok = self._train_step(step, images)
+            self.step, self.unreadable = step + 1, self.unreadable + unreadable
+            self.elapsed = time.perf_counter() - started
+            consecutive_bad = 0 if ok else consecutive_bad + 1
+            self.bad_steps += 0 if ok else 1
+            if consecutive_bad >= tc.max_bad_steps:
+                last = newest_valid_checkpoint(self.run_dir, quiet=True)
+                raise TrainingDiverged(
+                    f"{consecutive_bad} non-finite steps in a row (the last at step {step}); training stopped. "
+                    f"The last good checkpoint is {last if last else 'none (none was written yet)'}; "
+                    f"lower train.lr or raise train.grad_clip and resume from it")
+            bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                rate = tc.log_every * tc.batch_size * self.ctx.world_size / (time.perf_counter() - window)
+                window = time.perf_counter()
+                terms = {k: all_mean(v, self.ctx).item() for k, v in terms.items()}
+                bar.set_postfix(loss=f"{terms['loss']:.1f}", bad=self.bad_steps)
+                log.training(self.step, terms, self.model.num_dims, self._extras(grad_norm, rate))
+            paused = time.perf_counter()  # evaluation and checkpoints do not count as training time
+            if self.step % tc.sample_every == 0:
+                self._write_samples(log)
+            if self.step % tc.checkpoint_every == 0:
+                self._checkpoint(log)
+            started += time.perf_counter() - paused
+            window += time.perf_counter() - paused
+        return "max_steps"
+
+    def _train_step(self, step: int, images: torch.Tensor) -> tuple[dict, torch.Tensor, bool]:
+        tc = self.config.train
+        seed = step_seed(tc.seed, step, self.ctx.rank)
+        torch.manual_seed(seed)
+        x = dequantize(images, torch.Generator().manual_seed(seed)).to(self.ctx.device, non_blocking=True)
+        self.model.train()
+        with autocast_for(self.ctx.device, self.bf16):
+            terms = self.forward(x)
+        loss = terms["loss"].float().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        ok = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
+        ok = not any_rank(not ok, self.ctx)
+        if ok:
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm, ok
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def _catch_signals(self) -> dict:
+        """SIGINT and SIGTERM end the loop after the current step, which then checkpoints."""
+        def request_stop(signum, _frame):
+            self.stop_signal = signal.Signals(signum).name
+
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                handlers[sig] = signal.signal(sig, request_stop)
+        return handlers
+
+    def _extras(self, grad_norm: torch.Tensor, rate: float) -> dict[str, float]:
+        extras = {"train/grad_norm": grad_norm.item(), "train/lr": self.scheduler.get_last_lr()[0],
+                  "train/skipped_steps": self.bad_steps, "train/unreadable_images": self.unreadable,
+                  "train/images_per_second": rate}
+        return extras | {f"scales/{k}": v.item() for k, v in self.model.scales().items()}
+
+    def eval_model(self) -> LatentFlowModel:
+        """The model samples and evaluations use: the EMA weights where kept."""
+        return (self.ema.module if self.ema is not None else self.model).eval()
+
+    def _write_samples(self, log: RunLog) -> None:
+        if self.ctx.is_main:
+            tc = self.config.train
+            log.samples(self.step, {t: draw_samples(self.eval_model(), 64, t, seed=tc.seed) for t in tc.temperatures})
+
+    def test_score(self) -> dict | None:
+        """The sample score of ``score_samples`` samples at ``score_temperature``, where the
+        dataset has labels to train a judge on (see :mod:`fvae.scoring.score`)."""
+        tc = self.config.train
+        if not tc.score_samples or self._score_unavailable:
+            return None
+        if self._scorer is None:
+            try:
+                self._scorer = scorer_for(dataset_key(self.config.data), self.train_set, self.test_set,
+                                          self.config.model.image_shape[0], progress=False)
+            except ValueError:  # an unlabelled dataset has no judge
+                self._score_unavailable = True
+                return None
+        return sample_score(self.eval_model(), self._scorer, tc.score_samples, tc.score_temperature, seed=tc.seed)
+
+    def _checkpoint(self, log: RunLog) -> Path | None:
+        path = None
+        if self.ctx.is_main:
+            tc = self.config.train
+            record = {"step": self.step, "wall_time": round(self.elapsed, 3),
+                      "test_bpd": test_bits_per_dim(self.eval_model(), self.test_set, tc.batch_size, tc.eval_batches,
+                                                    tc.seed + 1, self.ctx.device),
+                      "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable}
+            score = self.test_score()
+            if score is not None:
+                record |= {k: score[k] for k in SCORE_KEYS}
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "bad_steps": self.bad_steps, "elapsed": self.elapsed, "unreadable_images": self.unreadable,
+                     "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0}
+            path = save_checkpoint(self.run_dir, self.step, self.config, self.model, state,
+                                   self.ema.module if self.ema is not None else None, keep=tc.keep_checkpoints)
+            log.evaluation(record)
+        barrier(self.ctx)
+        return path
+
+    def _finish(self, log: RunLog, stopped_by: str) -> dict:
+        """Final samples, checkpoint and ``summary.json``; ``stopped_by`` is ``max_steps``,
+        ``max_time`` or the name of the signal that stopped training."""
+        if self.step % self.config.train.sample_every:
+            self._write_samples(log)
+        last = newest_valid_checkpoint(self.run_dir, quiet=True)
+        done = last is not None and load_state(last)["step"] == self.step
+        checkpoint = last if done else self._checkpoint(log)
+        summary = {}
+        if self.ctx.is_main:
+            last_eval = log.last_evaluation() or {}
+            summary = {"steps": self.step, "wall_time": round(self.elapsed, 2), "test_bpd": last_eval.get("test_bpd"),
+                       **{k: last_eval[k] for k in SCORE_KEYS if k in last_eval},
+                       "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable,
+                       "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size}
+            log.summary(summary)
+        return summary
