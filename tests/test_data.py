@@ -1,4 +1,8 @@
 """Datasets: the embedded digits, image folders, and the errors for bad input."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -75,20 +79,97 @@ def test_absent_torchvision_dataset_offline(tmp_path):
         load_dataset(DataConfig("cifar10", root=str(tmp_path), download=False), "train", (3, 32, 32))
 
 
-def test_torchvision_mnist_from_local_idx_files(tmp_path):
-    """torchvision's MNIST read from IDX files written here from the embedded digits: no download."""
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
+def write_idx(folder, gzipped=False, count=None):
+    """The embedded digits as the four original idx files (``count`` of each split), raw or gzipped."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images, labels = embedded_mnist(split).tensors
-        images = images[:, 0].numpy()
-        header = np.array([2051, len(images), 28, 28], dtype=">i4").tobytes()
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
-        header = np.array([2049, len(labels)], dtype=">i4").tobytes()
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.numpy().astype(np.uint8).tobytes())
-    ds = load_dataset(DataConfig("mnist", root=str(tmp_path), download=False), "test", (1, 28, 28))
-    assert len(ds) == 1000
+        images, labels = images[:count, 0].numpy(), labels[:count].numpy().astype(np.uint8)
+        files = {f"{prefix}-images-idx3-ubyte": np.array([2051, len(images), 28, 28], dtype=">i4").tobytes()
+                 + images.tobytes(),
+                 f"{prefix}-labels-idx1-ubyte": np.array([2049, len(labels)], dtype=">i4").tobytes() + labels.tobytes()}
+        for name, content in files.items():
+            if gzipped:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(content))
+            else:
+                (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("layout", ["root", "torchvision", "named"])
+def test_fashion_mnist_from_idx_files_in_every_layout(tmp_path, gzipped, layout):
+    folder = {"root": tmp_path, "torchvision": tmp_path / "FashionMNIST" / "raw",
+              "named": tmp_path / "fashion-mnist"}[layout]
+    write_idx(folder, gzipped)
+    ds = load_dataset(DataConfig("fashion-mnist", root=str(tmp_path), download=False), "test", (1, 28, 28))
     assert torch.equal(ds.tensors[0], embedded_mnist("test").tensors[0])
+    assert torch.equal(ds.tensors[1], embedded_mnist("test").tensors[1])
+
+
+def test_with_no_root_debians_folder_is_found(tmp_path, monkeypatch):
+    import fvae.data.idx
+    import fvae.data.load
+
+    monkeypatch.setattr(fvae.data.idx, "DEBIAN_ROOT", tmp_path / "usr-share-datasets")
+    monkeypatch.setattr(fvae.data.load, "default_root", lambda: tmp_path / "empty-cache")
+    write_idx(tmp_path / "usr-share-datasets" / "fashion-mnist", gzipped=True, count=100)
+    ds = load_dataset(DataConfig("fashion-mnist", download=False), "train", (1, 28, 28))
+    assert len(ds) == 100
+
+
+def test_an_idx_folder_works_as_a_path(tmp_path):
+    write_idx(tmp_path / "digits", count=64)
+    ds = load_dataset(DataConfig(str(tmp_path / "digits")), "train", (1, 28, 28))
+    assert len(ds) == 64 and ds.tensors[1].tolist() == embedded_mnist("train").tensors[1][:64].tolist()
+
+
+def test_absent_idx_dataset_names_the_package_the_folders_and_the_files(tmp_path, monkeypatch):
+    import fvae.data.idx
+
+    monkeypatch.setattr(fvae.data.idx, "DEBIAN_ROOT", tmp_path / "nowhere")
+    with pytest.raises(DataError) as error:
+        load_dataset(DataConfig("fashion-mnist", root=str(tmp_path), download=False), "train", (1, 28, 28))
+    message = str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert str(tmp_path / "FashionMNIST" / "raw") in message and "train-images-idx3-ubyte[.gz]" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-10], "truncated or damaged"),
+    (lambda data: data[:6], "truncated"),
+    (lambda data: b"\x00\x00\x0d\x03" + data[4:], "not an idx file of unsigned bytes"),
+    (lambda data: b"", "not an idx file"),
+])
+def test_a_damaged_idx_file_is_a_one_line_error_naming_it(tmp_path, damage, message):
+    folder = write_idx(tmp_path / "digits", count=32)
+    path = folder / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=message) as error:
+        load_dataset(DataConfig(str(folder)), "train", (1, 28, 28))
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_broken_gzip_stream_is_a_one_line_error(tmp_path):
+    folder = write_idx(tmp_path / "digits", gzipped=True, count=32)
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="cannot read idx file"):
+        load_dataset(DataConfig(str(folder)), "test", (1, 28, 28))
+
+
+def test_fvae_train_on_fashion_mnist_by_name_end_to_end(tmp_path):
+    write_idx(tmp_path / "FashionMNIST" / "raw", gzipped=True, count=256)
+    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--data", "fashion-mnist", "--data-root",
+                           str(tmp_path), "--offline", "--out", str(tmp_path / "run"), "--max-steps", "2",
+                           "--no-progress", "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1",
+                           "model.flow_width=8", "train.batch_size=16", "train.eval_batches=1",
+                           "train.score_samples=0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
 
 
 def test_unknown_dataset_name():
