@@ -182,20 +182,39 @@ def test_score_command_rejects_bad_arrays_in_one_line(tmp_path, content, message
     assert len(done.stderr.strip().splitlines()) == 1 and __import__("re").search(message, done.stderr)
 
 
-def test_scorer_for_a_dataset_without_a_shipped_judge_trains_and_caches_one(monkeypatch, tmp_path):
+def test_scorer_for_a_dataset_without_a_shipped_judge_trains_and_caches_one(monkeypatch, tmp_path, capsys):
     import fvae.scoring.score
 
     monkeypatch.setenv("FVAE_CACHE", str(tmp_path))
     calls = []
 
-    def quick(images, labels, progress=True):
-        calls.append(len(images))
+    def quick(images, labels, progress):
+        calls.append((len(images), progress))
         return train_judge(images, labels, steps=2, batch_size=8, progress=False)
 
     monkeypatch.setattr(fvae.scoring.score, "train_judge", quick)
     train, test = embedded_mnist("train"), embedded_mnist("test")
     for _ in range(2):
-        scorer = scorer_for("my-digits", train, test, 1, progress=False)
-    assert calls == [len(train)]  # trained once, then loaded from the cache
+        scorer = scorer_for("my-digits", train, test, 1)
+    assert calls == [(len(train), True)]  # trained once, with progress shown, then loaded from the cache
+    notice = capsys.readouterr().err
+    assert "training a judge for my-digits" in notice and "minutes" in notice and "cached at" in notice
     assert judge_path("my-digits", 1).exists() and str(tmp_path) in str(judge_path("my-digits", 1))
     assert scorer.score(test.tensors[0][:50].float() / 255)["num_images"] == 50
+
+
+def test_the_two_recognizable_rules_and_the_rule_saved_with_a_judge(tmp_path):
+    from fvae.scoring.score import _load, save_judge
+
+    probs = torch.tensor([[0.95, 0.03, 0.02],   # one class: recognizable by both rules
+                          [0.50, 0.45, 0.05],   # split between two classes: an object, not one class
+                          [0.30, 0.30, 0.40]])  # mostly "none": neither
+    images = torch.rand(4, 1, 8, 8)
+    expected = {"class": [True, False, False], "object": [True, True, False]}
+    for rule in ("class", "object"):
+        judge = Judge(1, 2, recognizable_rule=rule)
+        save_judge(judge, tmp_path / f"{rule}.safetensors")
+        loaded = _load(tmp_path / f"{rule}.safetensors")
+        assert loaded.recognizable_rule == rule
+        scorer = SampleScorer(loaded, images, "test")
+        assert scorer.recognizable(probs).tolist() == expected[rule]

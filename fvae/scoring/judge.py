@@ -24,12 +24,15 @@ class Judge(nn.Module):
     """``(B, C, H, W)`` in ``[0, 1]`` -> logits over ``num_classes + 1`` classes, the last "none".
 
     :meth:`features` is the ``feature_dim``-d penultimate layer that FID and precision/recall
-    are computed on.
+    are computed on. ``recognizable_rule`` says what counts as recognizable
+    (:data:`fvae.scoring.score.RECOGNIZABLE_RULES`): ``"class"``, one class with probability
+    at least 0.9, or ``"object"``, some class rather than "none" with probability at least 0.9.
     """
 
-    def __init__(self, channels: int, num_classes: int, feature_dim: int = 128):
+    def __init__(self, channels: int, num_classes: int, feature_dim: int = 128, recognizable_rule: str = "class"):
         super().__init__()
         self.num_classes = num_classes
+        self.recognizable_rule = recognizable_rule
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -170,7 +173,7 @@ def none_images(x: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> to
 
 
 def train_judge(images: torch.Tensor, labels: torch.Tensor, steps: int = 2000, batch_size: int = 128,
-                seed: int = 0, progress: bool = True) -> Judge:
+                seed: int = 0, progress: bool = True, recognizable_rule: str = "class") -> Judge:
     """Fit a :class:`Judge` to ``uint8`` images ``(N, C, H, W)`` with integer labels ``(N,)``.
 
     Each step: ``batch_size`` augmented real images with their labels and ``batch_size / 2``
@@ -179,7 +182,7 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, steps: int = 2000, b
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     num_classes = int(labels.max()) + 1
-    judge = Judge(images.shape[1], num_classes)
+    judge = Judge(images.shape[1], num_classes, recognizable_rule=recognizable_rule)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=1e-3, weight_decay=1e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     judge.train()

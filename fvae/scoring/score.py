@@ -8,24 +8,30 @@ Four numbers, all in the features of the dataset's :class:`~fvae.scoring.judge.J
   et al. (2019): the share of samples inside the union of balls around the real features
   (each ball reaching its ``k``-th nearest real neighbour), and the share of real images
   inside the samples' balls;
-* ``recognizable``: the share of images that the judge gives to one class with probability
-  at least ``RECOGNIZABLE_CONFIDENCE`` (so not to "none", and not split between classes);
+* ``recognizable``: the share of images the judge recognizes, by its rule
+  (:data:`RECOGNIZABLE_RULES`): for digits, one class with probability at least
+  ``RECOGNIZABLE_CONFIDENCE`` (so not "none", and not split between classes); for clothes, whose
+  classes overlap (shirt, T-shirt, pullover, coat), some class rather than "none" with that
+  probability;
 * ``sharpness``: the clarity of the images relative to the reference's, in pixels rather than
   features (:func:`laplacian_energy`): 1 for images as sharp as real ones, below 1 for blurred.
   Noise raises it too, so it is read beside FID and ``recognizable``, never alone.
 
-The judge of the embedded digits ships with fvae (``fvae/scoring/weights/``), so every user scores
-with the same ruler; for another labelled dataset it is trained on first use from the training
-split and cached under ``~/.cache/fvae`` (or ``$FVAE_CACHE``). Inception features, where their
+The judges of the embedded digits and of Fashion-MNIST ship with fvae (``fvae/scoring/weights/``),
+so every user scores with the same ruler; for another labelled dataset one is trained on first
+use from the training split (saying so, with progress) and cached under ``~/.cache/fvae`` (or
+``$FVAE_CACHE``). Inception features, where their
 weights can be had, give the standard FID as a separate number, ``fid_inception``.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
@@ -38,6 +44,11 @@ class ScoreUnavailable(RuntimeError):
 
 SCORE_KEYS = ("fid", "precision", "recall", "recognizable", "sharpness")
 RECOGNIZABLE_CONFIDENCE = 0.9
+RECOGNIZABLE_RULES = {
+    "class": "the judge gives one class probability >= 0.9",
+    "object": "the judge gives the classes together probability >= 0.9 (not 'none')",
+}
+SHIPPED_JUDGES = ("embedded", "fashion-mnist")
 NEIGHBOURS = 3
 SHIPPED = Path(__file__).with_name("weights")
 JUDGE_VERSION = 1
@@ -113,15 +124,17 @@ def _labelled(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _load(path: Path) -> Judge:
     weights = load_file(path)
-    judge = Judge(weights["body.0.weight"].shape[1], weights["head.1.weight"].shape[0] - 1)
+    with safe_open(path, "pt") as f:
+        rule = (f.metadata() or {}).get("recognizable_rule", "class")
+    judge = Judge(weights["body.0.weight"].shape[1], weights["head.1.weight"].shape[0] - 1, recognizable_rule=rule)
     judge.load_state_dict(weights)
     return judge.eval()
 
 
 def judge_path(dataset_key: str, channels: int) -> Path:
-    """Where the judge of a dataset lives: shipped with fvae for ``embedded``, else in the cache."""
-    if dataset_key == "embedded":
-        return SHIPPED / f"judge-embedded-v{JUDGE_VERSION}.safetensors"
+    """Where the judge of a dataset lives: shipped with fvae for :data:`SHIPPED_JUDGES`, else in the cache."""
+    if dataset_key in SHIPPED_JUDGES:
+        return SHIPPED / f"judge-{dataset_key}-v{JUDGE_VERSION}.safetensors"
     digest = hashlib.sha1(f"{dataset_key}|{channels}|v{JUDGE_VERSION}".encode()).hexdigest()[:12]
     return cache_dir() / "judges" / f"{digest}.safetensors"
 
@@ -129,19 +142,23 @@ def judge_path(dataset_key: str, channels: int) -> Path:
 def save_judge(judge: Judge, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, tmp)
+    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, tmp,
+              metadata={"recognizable_rule": judge.recognizable_rule})
     os.replace(tmp, path)
 
 
-def load_judge(dataset_key: str, train_set: Dataset | None, channels: int, progress: bool = True) -> Judge:
+def load_judge(dataset_key: str, train_set: Dataset | None, channels: int) -> Judge:
     """The judge of the dataset named ``dataset_key``: shipped, cached, or trained now on
-    ``train_set`` (labelled) and cached."""
+    ``train_set`` (labelled) and cached, saying so on stderr and showing progress."""
     path = judge_path(dataset_key, channels)
     if path.exists():
         return _load(path)
     if train_set is None:
         raise ValueError(f"no judge for dataset {dataset_key!r} at {path}, and no training split to train one")
-    judge = train_judge(*_labelled(train_set), progress=progress)
+    images, labels = _labelled(train_set)
+    print(f"fvae: training a judge for {dataset_key} ({len(images):,} labelled images, 2,000 steps; about 10 "
+          f"minutes on 2 CPU cores), once: the sample score needs one; it is cached at {path}", file=sys.stderr)
+    judge = train_judge(images, labels, progress=True)
     save_judge(judge, path)
     return judge
 
@@ -193,8 +210,10 @@ class SampleScorer:
         return features.double(), probs
 
     def recognizable(self, probs: torch.Tensor) -> torch.Tensor:
-        """Per image: does the judge give one real class probability >= RECOGNIZABLE_CONFIDENCE?"""
-        return probs[:, : self.judge.num_classes].amax(1) >= RECOGNIZABLE_CONFIDENCE
+        """Per image: does the judge recognize it, by its rule (:data:`RECOGNIZABLE_RULES`)?"""
+        classes = probs[:, : self.judge.num_classes]
+        confidence = classes.amax(1) if self.judge.recognizable_rule == "class" else classes.sum(1)
+        return confidence >= RECOGNIZABLE_CONFIDENCE
 
     def score(self, images: torch.Tensor) -> dict[str, float | int | str]:
         """``fid``, ``precision``, ``recall``, ``recognizable``, ``sharpness`` of ``images``
@@ -209,7 +228,7 @@ class SampleScorer:
             "fid": frechet_distance(features, self.reference_features), "precision": precision, "recall": recall,
             "recognizable": self.recognizable(probs).double().mean().item(),
             "sharpness": laplacian_energy(images.clamp(0, 1)) / self.reference_energy, "num_images": len(images),
-            "nonfinite": int((~finite).sum()), "features": self.name,
+            "nonfinite": int((~finite).sum()), "features": self.name, "recognizable_rule": self.judge.recognizable_rule,
         }
         if self.inception is not None:
             result["fid_inception"] = frechet_distance(self._batched(self.inception, images),
@@ -218,9 +237,9 @@ class SampleScorer:
 
 
 def scorer_for(dataset_key: str, train_set: Dataset | None, test_set: Dataset, channels: int,
-               inception: bool = False, progress: bool = True) -> SampleScorer:
+               inception: bool = False) -> SampleScorer:
     """A :class:`SampleScorer` against every image of ``test_set`` (``uint8`` images, scaled by 1/255)."""
-    judge = load_judge(dataset_key, train_set, channels, progress)
+    judge = load_judge(dataset_key, train_set, channels)
     reference = torch.stack([test_set[i][0] for i in range(len(test_set))]).float() / 255
-    name = f"judge-{dataset_key if dataset_key == 'embedded' else Path(dataset_key).name}-v{JUDGE_VERSION}"
+    name = f"judge-{dataset_key if dataset_key in SHIPPED_JUDGES else Path(dataset_key).name}-v{JUDGE_VERSION}"
     return SampleScorer(judge, reference, name, inception)

@@ -277,7 +277,7 @@ class Trainer:
         if self._scorer is None:
             try:
                 self._scorer = scorer_for(dataset_key(self.config.data), self.train_set, self.test_set,
-                                          self.config.model.image_shape[0], progress=False)
+                                          self.config.model.image_shape[0])
             except ValueError:  # an unlabelled dataset has no judge
                 self._score_unavailable = True
                 return None
