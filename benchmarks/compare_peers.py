@@ -1,25 +1,30 @@
-"""fvae's f-VAE, VAE and Glow against normflows' Glow and pythae's VAE and VAE_IAF, on the
-embedded MNIST-5k split, each trained for the same wall-clock budget, then evaluated alike.
+"""fvae's f-VAE, VAE and Glow against normflows' Glow and pythae's VAE and VAE_IAF, each trained
+for the same wall-clock budget on the same data, then evaluated and scored alike.
 
     pip install -e ".[bench]"
-    python benchmarks/compare_peers.py [--budget 8m] [--threads 2] [--batch 64] [--models ...]
+    python benchmarks/compare_peers.py [--data embedded|fashion-mnist] [--budget 8m] [--models ...]
+                                       [--curve-points 8]
 
-Every model sees the same data (the embedded split: 4,000 training and 1,000 test digits),
-the same uniform dequantization ``x = (k + U) / 256`` and batch size; fvae's models train as
-``fvae train`` trains them (their presets' learning rate, warm-up and EMA), the peers with Adam
-at --lr on their own libraries' objectives. All are scored with the same formula
-``bpd = (nats + D ln 256) / (D ln 2)``: exact for flows, the
-importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored alike
-by fvae's sample score (fvae.scoring.score: FID, precision, recall, recognizable, in the features of the
-shipped digit judge), at T = 1 and, for fvae's models, at their preset's sampling temperature.
-Writes benchmarks/results/peers.{md,json} and a sample grid per model.
+Every model sees the same images (the embedded split, 4,000 training and 1,000 test digits, or
+Fashion-MNIST's 60,000 and 10,000), the same uniform dequantization ``x = (k + U) / 256`` and
+batch size; fvae's models train as ``fvae train`` trains them (their presets' learning rate,
+warm-up and EMA), the peers with Adam at --lr on their own libraries' objectives. All are scored
+with one formula, ``bpd = (nats + D ln 256) / (D ln 2)``, on the whole test split: exact for
+flows, the importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored
+by fvae's sample score (fvae.scoring.score: FID, precision, recall, recognizable, sharpness, in
+the features of the dataset's shipped judge) at each model's own temperature (fvae's models:
+their preset's; the peers: 1, what their samplers draw) and at every temperature of the sweep.
+
+Training is cut into --curve-points equal pieces of training time (fvae's models resume their
+run exactly; the peers keep their optimizer), and after each piece 1,000 samples are scored, so
+that the result holds each model's score against training time (the time-to-quality curves).
+
+Writes benchmarks/results/NAME.{md,json}, NAME_curves.png and NAME_samples_MODEL.png, with NAME
+``peers``, plus ``_fashion`` on Fashion-MNIST and ``_30m`` (the budget) for budgets other than 8m.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,17 +35,28 @@ from torchvision.utils import save_image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import FvaeAdapter, build, count_parameters  # noqa: E402
+from report import markdown_table, parser, write_report  # noqa: E402
 
 import fvae  # noqa: E402
 from fvae.cli import parse_duration  # noqa: E402
-from fvae.data import dequantize, embedded_mnist  # noqa: E402
+from fvae.config import DataConfig  # noqa: E402
+from fvae.data import dequantize, load_dataset  # noqa: E402
 from fvae.presets import run_config  # noqa: E402
 from fvae.scoring.metrics import bits_per_dim  # noqa: E402
 from fvae.scoring.score import SCORE_KEYS, scorer_for  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
+FVAE_MODELS = ("fvae", "vae", "glow", "composite")
 SWEEP = (1.0, 0.8, 0.6)
-RESULTS = Path(__file__).with_name("results")
+MILESTONES = (0.1, 0.3, 0.5)
+
+
+def result_name(data: str, budget: float) -> str:
+    """``peers``, ``peers_fashion``, ``peers_30m``, ``peers_fashion_30m`` ..."""
+    name = "peers" + ("_fashion" if data == "fashion-mnist" else "")
+    if budget != 480:
+        name += f"_{budget / 60:g}m" if budget % 60 == 0 else f"_{budget:g}s"
+    return name
 
 
 def batches_forever(images: torch.Tensor, batch: int, seed: int):
@@ -51,42 +67,53 @@ def batches_forever(images: torch.Tensor, batch: int, seed: int):
             yield dequantize(images[order[i:i + batch]], g)
 
 
-def train_fvae(name: str, budget: float, batch: int, seed: int, work: Path) -> tuple[FvaeAdapter, dict]:
-    """One of fvae's models trained as ``fvae train`` trains it (its preset's learning rate, warm-up
-    and EMA), for ``budget`` seconds of training time; the adapter holds the EMA weights."""
-    config = run_config(name, "mnist")
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, batch_size=batch, seed=seed, max_steps=10 ** 9, max_time=budget, checkpoint_every=10 ** 9,
-        sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
-    model, summary = fvae.train(config=config, out=work / name, progress=False)
-    adapter = FvaeAdapter(name)
-    adapter.model = model
-    return adapter, {"steps": summary["steps"], "skipped_steps": summary["skipped_steps"],
-                     "train_seconds": summary["wall_time"], "lr": config.train.lr,
-                     "ema": config.train.ema_decay,
-                     "train_images_per_s": round(summary["steps"] * batch / summary["wall_time"], 1)}
+class FvaeRun:
+    """One of fvae's models trained as ``fvae train`` trains it, piece by piece: each call of
+    :meth:`train_until` resumes the run (exactly) to a total of ``seconds`` of training time."""
+
+    def __init__(self, name: str, data: DataConfig, batch: int, seed: int, work: Path):
+        config = run_config(name, "mnist")
+        self.config = dataclasses.replace(config, data=data, train=dataclasses.replace(
+            config.train, batch_size=batch, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
+            sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
+        self.out, self.started = work / name, False
+        self.adapter, self.summary = FvaeAdapter(name), {}
+
+    def train_until(self, seconds: float) -> dict:
+        config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, max_time=seconds))
+        model, self.summary = fvae.train(config=config, out=self.out, resume=self.started, progress=False)
+        self.started, self.adapter.model = True, model
+        return {"steps": self.summary["steps"], "skipped_steps": self.summary["skipped_steps"],
+                "train_seconds": self.summary["wall_time"], "lr": config.train.lr, "ema": config.train.ema_decay}
 
 
-def train_for(adapter, images, budget: float, batch: int, lr: float, seed: int) -> dict:
-    """Adam on the model's own objective until ``budget`` seconds have passed."""
-    data = batches_forever(images, batch, seed)
-    with torch.no_grad():
-        adapter.train_loss(next(data))  # data-dependent initialisation (ActNorm), not timed
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr, fused=True)
-    steps, skipped, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < budget:
-        loss = adapter.train_loss(next(data))
-        optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(adapter.parameters(), 10.0)
-            optimizer.step()
-        else:
-            skipped += 1
-        steps += 1
-    seconds = time.perf_counter() - start
-    return {"steps": steps, "skipped_steps": skipped, "train_seconds": round(seconds, 1), "lr": lr,
-            "train_images_per_s": round(steps * batch / seconds, 1)}
+class PeerRun:
+    """A peer trained with Adam on its own objective; :meth:`train_until` continues to a total
+    of ``seconds`` of training time with the same optimizer and data stream."""
+
+    def __init__(self, adapter, images: torch.Tensor, batch: int, lr: float, seed: int):
+        self.adapter, self.lr = adapter, lr
+        self.data = batches_forever(images, batch, seed)
+        with torch.no_grad():
+            adapter.train_loss(next(self.data))  # data-dependent initialisation (ActNorm), not timed
+        self.optimizer = torch.optim.Adam(adapter.parameters(), lr=lr, fused=True)
+        self.steps, self.skipped, self.seconds = 0, 0, 0.0
+
+    def train_until(self, seconds: float) -> dict:
+        start = time.perf_counter() - self.seconds
+        while time.perf_counter() - start < seconds:
+            loss = self.adapter.train_loss(next(self.data))
+            self.optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), 10.0)
+                self.optimizer.step()
+            else:
+                self.skipped += 1
+            self.steps += 1
+        self.seconds = time.perf_counter() - start
+        return {"steps": self.steps, "skipped_steps": self.skipped, "train_seconds": round(self.seconds, 1),
+                "lr": self.lr}
 
 
 def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
@@ -98,107 +125,150 @@ def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
         for key, nats in adapter.nll(x, num_samples).items():
             sums[key] = sums.get(key, 0.0) + nats.sum().item()
         n += len(x)
-    return {f"{key}_bpd": round(bits_per_dim(total / n, 784), 4) for key, total in sums.items()}
+    return {f"{key}_bpd": round(bits_per_dim(total / n, x[0].numel()), 4) for key, total in sums.items()}
 
 
-def sample_speed_and_score(adapter, scorer, num: int, seed: int, temperature: float = 1.0
-                           ) -> tuple[dict, torch.Tensor]:
-    """Sampling images/s and the sample score of ``num`` samples at ``temperature``. Samples that
-    are not finite (a sampler that overflowed) are counted and scored as blank images."""
+def draw(adapter, num: int, seed: int, temperature: float) -> tuple[torch.Tensor, float]:
+    """``num`` samples at ``temperature`` and the seconds they took."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     samples = torch.cat([adapter.sample(min(250, num - i), temperature) for i in range(0, num, 250)])
-    seconds = time.perf_counter() - start
-    score = scorer.score(samples)
-    row = {"sample_images_per_s": round(num / seconds, 1), **{k: round(score[k], 4) for k in SCORE_KEYS},
-           "nonfinite_samples": score["nonfinite"], "temperature": temperature}
-    return row, samples.nan_to_num(0.0).clamp(0, 1)
+    return samples, time.perf_counter() - start
 
 
-def table(rows: list[dict]) -> str:
-    cols = ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s", "exact_bpd", "iw_bpd",
-            "elbo_bpd", "temperature", *SCORE_KEYS, "nonfinite_samples"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    sweep = ["| model | " + " | ".join(f"T={t:g}: fid / recognizable" for t in SWEEP) + " |",
-             "|---|" + "---|" * len(SWEEP)]
-    for r in rows:
-        cells = [f"{r['by_temperature'][f'{t:g}']['fid']:.1f} / {r['by_temperature'][f'{t:g}']['recognizable']:.3f}"
-                 for t in SWEEP]
-        sweep.append(f"| {r['model']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(sweep)
+def score(scorer, samples: torch.Tensor) -> dict:
+    """The sample score, rounded; samples that are not finite are counted and scored as blank."""
+    result = scorer.score(samples)
+    return {**{k: round(result[k], 4) for k in SCORE_KEYS}, "nonfinite_samples": result["nonfinite"]}
 
 
 def own_temperature(name: str) -> float:
     """The temperature a model is sampled at by default: its preset's for fvae's models, 1 for the peers."""
-    return run_config(name, "mnist").train.score_temperature if name in ("fvae", "vae", "glow", "composite") else 1.0
+    return run_config(name, "mnist").train.score_temperature if name in FVAE_MODELS else 1.0
+
+
+def seconds_to(curve: list[dict], share: float) -> float | None:
+    """Training seconds at the first curve point with at least ``share`` recognizable samples."""
+    return next((p["train_seconds"] for p in curve if p["recognizable"] >= share), None)
+
+
+def run_model(name: str, args, train_images, test_images, data: DataConfig, scorer, work: Path) -> dict:
+    torch.manual_seed(args.seed)
+    adapter = build(name)
+    row = {"model": name, "parameters": count_parameters(adapter)}
+    print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
+    run = (FvaeRun(name, data, args.batch, args.seed, work) if isinstance(adapter, FvaeAdapter)
+           else PeerRun(adapter, train_images, args.batch, args.lr, args.seed))
+    temperature, curve = own_temperature(name), []
+    for piece in range(1, args.curve_points + 1):
+        trained = run.train_until(args.budget * piece / args.curve_points)
+        samples, _ = draw(run.adapter, args.score_samples, args.seed, temperature)
+        curve.append({"train_seconds": trained["train_seconds"], "steps": trained["steps"], **score(scorer, samples)})
+        print(f"   {curve[-1]}", flush=True)
+    adapter = run.adapter
+    row |= trained
+    row["train_images_per_s"] = round(trained["steps"] * args.batch / trained["train_seconds"], 1)
+    if hasattr(adapter, "fit_sigma"):
+        g = torch.Generator().manual_seed(args.seed)
+        adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
+    row |= evaluate(adapter, test_images, args.iw_samples, args.seed)
+    samples, seconds = draw(adapter, args.score_samples, args.seed, temperature)
+    row |= {"sample_images_per_s": round(args.score_samples / seconds, 1), "temperature": temperature,
+            **score(scorer, samples)}
+    row["by_temperature"] = {f"{t:g}": {k: v for k, v in score(scorer, draw(adapter, args.score_samples, args.seed,
+                                                                             t)[0]).items() if k in SCORE_KEYS}
+                             for t in SWEEP}
+    row["curve"] = curve
+    row |= {f"seconds_to_{share:g}_recognizable": seconds_to(curve, share) for share in MILESTONES}
+    save_image(samples[:64].nan_to_num(0.0).clamp(0, 1), args.out / f"{args.name}_samples_{name}.png", nrow=8)
+    return row
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Recognizable, FID and sharpness against training time, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key, ax in zip(("recognizable", "fid", "sharpness"), axes):
+        for r in rows:
+            ax.plot([p["train_seconds"] for p in r["curve"]], [p[key] for p in r["curve"]], marker="o",
+                    label=f"{r['model']} (T={r['temperature']:g})")
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel(key + (" (judge features, log scale)" if key == "fid" else ""))
+        if key == "fid":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def glow_speedups(rows: list[dict]) -> dict[str, float]:
+    """fvae's Glow's training and sampling images/s over normflows' (same architecture), where both ran."""
+    by_name = {r["model"]: r for r in rows}
+    if "glow" not in by_name or "normflows_glow" not in by_name:
+        return {}
+    return {f"glow_vs_normflows_{key}": round(by_name["glow"][key] / by_name["normflows_glow"][key], 2)
+            for key in ("train_images_per_s", "sample_images_per_s")}
+
+
+def tables(rows: list[dict]) -> str:
+    main = markdown_table(rows, ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s",
+                                 "exact_bpd", "iw_bpd", "elbo_bpd", "temperature", *SCORE_KEYS, "nonfinite_samples"])
+    sweep_rows = [{"model": r["model"], **{f"T={t:g}": " / ".join(
+        f"{r['by_temperature'][f'{t:g}'][k]:{fmt}}" for k, fmt in (("fid", ".1f"), ("recognizable", ".3f"),
+                                                                   ("sharpness", ".2f"))) for t in SWEEP}}
+                  for r in rows]
+    sweep = markdown_table(sweep_rows, ["model", *(f"T={t:g}" for t in SWEEP)],
+                           headers={f"T={t:g}": f"T={t:g}: fid / recognizable / sharpness" for t in SWEEP})
+    keys = [f"seconds_to_{s:g}_recognizable" for s in MILESTONES]
+    milestones = markdown_table(rows, ["model", *keys], formats={k: ".0f" for k in keys},
+                                headers={k: f"{float(k.split('_')[2]):.0%} recognizable after (s)" for k in keys})
+    return f"{main}\n\n{sweep}\n\n{milestones}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="the peers' learning rate (fvae's models use "
-                                                                  "their presets')")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--iw-samples", type=int, default=100)
-    parser.add_argument("--score-samples", "--fid-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--data", default="embedded", choices=("embedded", "fashion-mnist"))
+    p.add_argument("--data-root", help="where Fashion-MNIST's idx files are (default: found as fvae train finds them)")
+    p.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="the peers' learning rate (fvae's models use their presets')")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--iw-samples", type=int, help="K of the IW bound (default: 100 on the embedded digits' 1,000 test "
+                                                  "images, 10 on Fashion-MNIST's 10,000)")
+    p.add_argument("--score-samples", type=int, default=1000)
+    p.add_argument("--curve-points", type=int, default=8, help="scored points along training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="result name (default: peers[_fashion][_BUDGET])")
+    args = p.parse_args()
+    args.name = args.name or result_name(args.data, args.budget)
+    args.iw_samples = args.iw_samples or (100 if args.data == "embedded" else 10)
     torch.set_num_threads(args.threads)
-    train_images, test_images = embedded_mnist("train").tensors[0], embedded_mnist("test").tensors[0]
-    scorer = scorer_for("embedded", None, embedded_mnist("test"), 1)
+    data = DataConfig(args.data, args.data_root, download=False)
+    train_set, test_set = (load_dataset(data, split, (1, 28, 28)) for split in ("train", "test"))
+    train_images, test_images = train_set.tensors[0], test_set.tensors[0]
+    scorer = scorer_for(args.data, None, test_set, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    work = Path(tempfile.mkdtemp(prefix="fvae-peers-"))
+    rows, work = [], Path(tempfile.mkdtemp(prefix="fvae-peers-"))
     for name in args.models:
-        torch.manual_seed(args.seed)
-        adapter = build(name)
-        row = {"model": name, "parameters": count_parameters(adapter)}
-        print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
-        if isinstance(adapter, FvaeAdapter):
-            adapter, trained = train_fvae(name, args.budget, args.batch, args.seed, work)
-            row |= trained
-        else:
-            row |= train_for(adapter, train_images, args.budget, args.batch, args.lr, args.seed)
-        if hasattr(adapter, "fit_sigma"):
-            g = torch.Generator().manual_seed(args.seed)
-            adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
-        row |= evaluate(adapter, test_images, args.iw_samples, args.seed)
-        speed, samples = sample_speed_and_score(adapter, scorer, args.score_samples, args.seed, own_temperature(name))
-        row |= speed
-        row["by_temperature"] = {
-            f"{t:g}": {k: v for k, v in sample_speed_and_score(adapter, scorer, args.score_samples, args.seed, t)[0]
-                       .items() if k in SCORE_KEYS} for t in SWEEP}
-        save_image(samples[:64], args.out / f"peers_samples_{name}.png", nrow=8)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-        write_results(args, rows, scorer.name)
-
-
-def write_results(args: argparse.Namespace, rows: list[dict], features: str) -> None:
-    """peers.{md,json} for the models done so far (rewritten after each, so a crash keeps them)."""
-    by_name = {r["model"]: r for r in rows}
-    speedups = {}
-    if "glow" in by_name and "normflows_glow" in by_name:
-        for key in ("train_images_per_s", "sample_images_per_s"):
-            speedups[f"glow_vs_normflows_{key}"] = round(by_name["glow"][key] / by_name["normflows_glow"][key], 2)
-    command = "python benchmarks/compare_peers.py " + " ".join(sys.argv[1:])
-    text = (f"`{command}` (budget {args.budget:.0f} s per model, {args.threads} threads, batch {args.batch}, "
-            f"Adam {args.lr}, torch {torch.__version__})\n\n{table(rows)}\n\n"
-            + "".join(f"- {k}: {v}x\n" for k, v in speedups.items())
-            + f"\nbpd: exact for flows; IW bound (K = {args.iw_samples}) and ELBO for VAEs. Sample score "
-              f"(fvae.scoring.score, features {features}) of {args.score_samples} samples at each model's own "
-              f"temperature (fvae's models: the preset's; peers: 1), then at every temperature of the sweep.\n")
-    print(text, flush=True)
-    meta = {"command": command, "features": features, "budget_s": args.budget, "threads": args.threads, "batch": args.batch,
-            "lr": args.lr, "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine()}
-    (args.out / "peers.json").write_text(json.dumps({"meta": meta, "rows": rows, "speedups": speedups}, indent=2))
-    (args.out / "peers.md").write_text(text)
+        rows.append(run_model(name, args, train_images, test_images, data, scorer, work))
+        plot_curves(rows, args.out / f"{args.name}_curves.png")
+        note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads, batch {args.batch}, peers' Adam "
+                f"{args.lr}; {args.data}: {len(train_images):,} training images, bits/dim on all {len(test_images):,} "
+                f"test images (exact for flows; IW bound with K = {args.iw_samples} and ELBO for VAEs); sample score "
+                f"({scorer.name}, recognizable by rule '{scorer.judge.recognizable_rule}') of {args.score_samples} "
+                f"samples at each model's own temperature, then at every temperature of the sweep; the last table "
+                f"from {args.curve_points} scored points along training ({args.name}_curves.png).\n")
+        speedups = glow_speedups(rows)
+        write_report(args.out, args.name, f"`python benchmarks/compare_peers.py {' '.join(sys.argv[1:])}`\n\n"
+                     + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + note,
+                     {"rows": rows, "speedups": speedups, "data": args.data, "budget_s": args.budget,
+                      "iw_samples": args.iw_samples, "features": scorer.name})
 
 
 if __name__ == "__main__":

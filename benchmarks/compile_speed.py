@@ -10,8 +10,6 @@ writes benchmarks/results/compile_speed.{json,md}.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
@@ -22,9 +20,8 @@ import torch
 import fvae
 
 sys.path.insert(0, str(Path(__file__).parent))
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
 from timing import alternating_medians, train_step  # noqa: E402
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def measure(kind: str, preset: str, batch: int, rounds: int) -> dict:
@@ -49,27 +46,16 @@ def measure(kind: str, preset: str, batch: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mnist")
-    parser.add_argument("--kinds", nargs="+", default=["fvae", "glow"])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--preset", default="mnist")
+    p.add_argument("--kinds", nargs="+", default=["fvae", "glow"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=30)
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = [measure(kind, args.preset, args.batch, args.rounds) for kind in args.kinds]
-    command = "python benchmarks/compile_speed.py " + " ".join(sys.argv[1:])
-    cols = list(rows[0])
-    lines = [f"`{command.strip()}` (torch {torch.__version__}, {args.threads} threads, {platform.machine()})", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compile_speed.md").write_text(text)
-    (args.out / "compile_speed.json").write_text(json.dumps({"command": command, "torch": torch.__version__,
-                                                             "rows": rows}, indent=2))
+    write_report(args.out, "compile_speed", f"`{command_line()}` (torch {torch.__version__}, {args.threads} threads, "
+                 f"{platform.machine()})\n\n" + markdown_table(rows, list(rows[0])), {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,9 @@ from fvae.data.batches import EpochBatches
 from fvae.data.prepared import prepare
 from fvae.presets import MODEL_PRESETS
 
-RESULTS = Path(__file__).with_name("results")
+sys.path.insert(0, str(Path(__file__).parent))
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
+
 H100_BF16_DENSE = 989e12
 ASSUMED_UTILISATION = 0.4
 
@@ -85,14 +88,13 @@ def model_rates(preset: str, batch: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=200, help="generated 1024x1024 JPEGs")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1])
-    parser.add_argument("--presets", nargs="+", default=["celebahq64", "celebahq128"])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long each loader is read")
-    parser.add_argument("--batch", type=int, default=32, help="images per loader batch (at most the images)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    p = parser(__doc__, threads=None)
+    p.add_argument("--images", type=int, default=200, help="generated 1024x1024 JPEGs")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, os.cpu_count() or 1])
+    p.add_argument("--presets", nargs="+", default=["celebahq64", "celebahq128"])
+    p.add_argument("--seconds", type=float, default=10.0, help="how long each loader is read")
+    p.add_argument("--batch", type=int, default=32, help="images per loader batch (at most the images)")
+    args = p.parse_args()
     args.batch = min(args.batch, int(args.images * 0.9))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,18 +124,12 @@ def write(args: argparse.Namespace, rows: list[dict]) -> None:
     cols = ([f"folder_images_per_s_w{w}" for w in args.workers] + [f"prepared_images_per_s_w{w}" for w in args.workers]
             + ["prepare_images_per_s", "cpu_train_images_per_s", "gflop_per_image", "gpu_train_images_per_s_estimate",
                "prepared_over_gpu_estimate"])
-    lines = ["| preset | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for r in rows:
-        lines.append(f"| {r['preset']} | " + " | ".join(f"{r[c]:,.1f}" for c in cols) + " |")
-    text = (f"`python benchmarks/data_speed.py --images {args.images} --workers {' '.join(map(str, args.workers))}` "
-            f"({os.cpu_count()} CPUs, torch {torch.__version__}); `_wN`: N loader worker processes. GPU rate: an "
-            f"estimate from FLOPs (H100 dense bf16 {H100_BF16_DENSE / 1e12:.0f} TFLOP/s at "
-            f"{ASSUMED_UTILISATION:.0%}), no GPU measured.\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_speed.md").write_text(text)
-    (args.out / "data_speed.json").write_text(json.dumps({"rows": rows, "h100_bf16_dense": H100_BF16_DENSE,
-                                                          "assumed_utilisation": ASSUMED_UTILISATION}, indent=2))
+    text = (f"`{command_line()}` ({os.cpu_count()} CPUs, torch {torch.__version__}); `_wN`: N loader worker processes. "
+            f"GPU rate: an estimate from FLOPs (H100 dense bf16 {H100_BF16_DENSE / 1e12:.0f} TFLOP/s at "
+            f"{ASSUMED_UTILISATION:.0%}), no GPU measured.\n\n"
+            + markdown_table(rows, ["preset", *cols], formats={c: ",.1f" for c in cols}))
+    write_report(args.out, "data_speed", text, {"rows": rows, "h100_bf16_dense": H100_BF16_DENSE,
+                                                "assumed_utilisation": ASSUMED_UTILISATION})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ then exceed 100% of the matmul reference. Writes benchmarks/results/flops.{md,js
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,7 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fvae
 
-RESULTS = Path(__file__).with_name("results")
+sys.path.insert(0, str(Path(__file__).parent))
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
+
 BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4, "celebahq128": 2}
 
 
@@ -77,12 +78,11 @@ def step_flops_and_time(model: fvae.LatentFlowModel, batch: int, steps: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--presets", nargs="+", default=["mnist", "cifar10", "celebahq64"])
-    parser.add_argument("--models", nargs="+", default=["fvae", "vae", "glow"])
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--presets", nargs="+", default=["mnist", "cifar10", "celebahq64"])
+    p.add_argument("--models", nargs="+", default=["fvae", "vae", "glow"])
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     peak, conv_peak = matmul_flops_per_s(), conv_flops_per_s()
@@ -96,20 +96,17 @@ def main() -> None:
                          "fraction_of_matmul": flops / seconds / peak,
                          "fraction_of_conv": flops / seconds / conv_peak})
             print(json.dumps(rows[-1]), flush=True)
-    lines = [f"fp32 matmul (best of n = 1024, 2048, 4096): {peak / 1e9:.1f} GFLOP/s; "
-             f"fp32 3x3 conv (512 channels, 8x8, batch 16): {conv_peak / 1e9:.1f} GFLOP/s", "",
-             "| preset | model | batch | GFLOP/step | step (s) | GFLOP/s | of matmul | of conv |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['preset']} | {r['model']} | {r['batch']} | {r['gflop_per_step']:.2f} | {r['step_s']:.3f} | "
-              f"{r['gflop_per_s']:.1f} | {100 * r['fraction_of_matmul']:.0f}% | {100 * r['fraction_of_conv']:.0f}% |"
-              for r in rows]
-    command = "python benchmarks/flops.py " + " ".join(sys.argv[1:])
-    text = f"`{command}` ({args.threads} threads, torch {torch.__version__})\n\n" + "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "flops.json").write_text(json.dumps({"command": command, "matmul_flops_per_s": peak, "conv_flops_per_s": conv_peak,
-                                                    "rows": rows}, indent=2))
-    (RESULTS / "flops.md").write_text(text)
+    percent = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+    table = markdown_table(rows, ["preset", "model", "batch", "gflop_per_step", "step_s", "gflop_per_s",
+                                  "fraction_of_matmul", "fraction_of_conv"],
+                           formats={"gflop_per_step": ".2f", "step_s": ".3f", "gflop_per_s": ".1f",
+                                    "fraction_of_matmul": percent, "fraction_of_conv": percent},
+                           headers={"gflop_per_step": "GFLOP/step", "step_s": "step (s)", "gflop_per_s": "GFLOP/s",
+                                    "fraction_of_matmul": "of matmul", "fraction_of_conv": "of conv"})
+    write_report(args.out, "flops", f"`{command_line()}` ({args.threads} threads, torch {torch.__version__})\n\n"
+                 f"fp32 matmul (best of n = 1024, 2048, 4096): {peak / 1e9:.1f} GFLOP/s; fp32 3x3 conv (512 channels, "
+                 f"8x8, batch 16): {conv_peak / 1e9:.1f} GFLOP/s\n\n{table}",
+                 {"matmul_flops_per_s": peak, "conv_flops_per_s": conv_peak, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ benchmarks/results/flow_speed.{md,json}.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -25,12 +22,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import build  # noqa: E402
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
 from timing import alternating_medians, seconds, train_step  # noqa: E402
 
 import fvae  # noqa: E402
 from fvae.data import dequantize, embedded_mnist  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results")
 MODELS = ("glow", "normflows_glow")
 
 
@@ -92,37 +89,30 @@ def conv_times(batch: int, repeats: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20, help="timed training steps per model")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--sample-batch", type=int, default=250)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--rounds", type=int, default=20, help="timed training steps per model")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--sample-batch", type=int, default=250)
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     speeds = glow_speeds(args.rounds, args.batch, args.sample_batch)
     ratios = {key: round(speeds["glow"][key] / speeds["normflows_glow"][key], 2)
               for key in ("train_images_per_s", "sample_images_per_s")}
     convs = conv_times(args.batch, 2 * args.rounds)
-    command = "python benchmarks/flow_speed.py " + " ".join(sys.argv[1:])
-    lines = [f"`{command}` ({args.threads} threads, batch {args.batch}, sampling {args.sample_batch} at a "
-             f"time, torch {torch.__version__})", "",
-             "| model | train images/s | sample images/s |", "|---|---:|---:|"]
-    lines += [f"| {name} | {s['train_images_per_s']} | {s['sample_images_per_s']} |" for name, s in speeds.items()]
-    lines += [f"| fvae / normflows | {ratios['train_images_per_s']}x | {ratios['sample_images_per_s']}x |", "",
-              "| coupling convolution (batch %d) | NCHW fwd ms | NCHW fwd+bwd ms | channels-last fwd ms | "
-              "channels-last fwd+bwd ms |" % args.batch, "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['conv']} | {r['nchw_fwd_ms']} | {r['nchw_fwd_bwd_ms']} | {r['channels_last_fwd_ms']} | "
-              f"{r['channels_last_fwd_bwd_ms']} |" for r in convs]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    meta = {"command": command, "threads": args.threads, "batch": args.batch, "sample_batch": args.sample_batch,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flow_speed.json").write_text(json.dumps({"meta": meta, "models": speeds, "ratios": ratios,
-                                                          "coupling_convs": convs}, indent=2))
-    (args.out / "flow_speed.md").write_text(text)
+    models = [{"model": name, **s} for name, s in speeds.items()]
+    models.append({"model": "fvae / normflows", **{k: f"{v}x" for k, v in ratios.items()}})
+    text = (f"`{command_line()}` ({args.threads} threads, batch {args.batch}, sampling {args.sample_batch} at a time, "
+            f"torch {torch.__version__})\n\n"
+            + markdown_table(models, ["model", "train_images_per_s", "sample_images_per_s"],
+                             headers={"train_images_per_s": "train images/s", "sample_images_per_s": "sample images/s"})
+            + "\n\n" + markdown_table(convs, ["conv", "nchw_fwd_ms", "nchw_fwd_bwd_ms", "channels_last_fwd_ms",
+                                               "channels_last_fwd_bwd_ms"],
+                                       headers={"conv": f"coupling convolution (batch {args.batch})",
+                                                "nchw_fwd_ms": "NCHW fwd ms", "nchw_fwd_bwd_ms": "NCHW fwd+bwd ms",
+                                                "channels_last_fwd_ms": "channels-last fwd ms",
+                                                "channels_last_fwd_bwd_ms": "channels-last fwd+bwd ms"}))
+    write_report(args.out, "flow_speed", text, {"models": speeds, "ratios": ratios, "coupling_convs": convs,
+                                                "batch": args.batch, "sample_batch": args.sample_batch})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ gpu.md and gpu.json (gpu_dryrun.* for a dry run) to ``--out``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -30,7 +29,9 @@ import torch
 import fvae
 from fvae.training.precision import autocast_for, set_tf32
 
-RESULTS = Path(__file__).with_name("results")
+sys.path.insert(0, str(Path(__file__).parent))
+from report import parser, write_report  # noqa: E402
+
 MODES = [("fp32", False, False), ("tf32", True, False), ("bf16", False, True)]
 
 
@@ -131,13 +132,12 @@ def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="the CPU at toy sizes: checks the script")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--train-time", default="3m", help="the embedded-digits f-VAE run's training time")
-    parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants (minutes of "
-                                                                  "compilation on a CPU)")
-    args = parser.parse_args()
+    p = parser(__doc__, threads=None)
+    p.add_argument("--dry-run", action="store_true", help="the CPU at toy sizes: checks the script")
+    p.add_argument("--train-time", default="3m", help="the embedded-digits f-VAE run's training time")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled variants (minutes of "
+                                                             "compilation on a CPU)")
+    args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     preset, batch, steps = ("mnist", 8, 2) if args.dry_run else ("celebahq64", 32, 10)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,9 +163,7 @@ def main() -> None:
                           "--score-samples", "200" if args.dry_run else "1000"], 600)
         if evaluation.returncode == 0:
             report["embedded_run"]["eval"] = json.loads((run_dir / "eval.json").read_text())["metrics"]
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, stem, markdown(report), report)
 
 
 def markdown(report: dict) -> str:
@@ -188,7 +186,7 @@ def markdown(report: dict) -> str:
                      f"test bits/dim {run['summary']['test_bpd']:.3f}")
     if "eval" in run:
         lines.append("sample score: " + ", ".join(f"{k} {run['eval'][k]:.3f}" for k in
-                                                  ("fid", "precision", "recall", "recognizable") if k in run["eval"]))
+                                                  ("fid", "precision", "recall", "recognizable", "sharpness") if k in run["eval"]))
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,6 @@ benchmarks/results/memory_format.{md,json}.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,9 +20,9 @@ import fvae
 from fvae.models.nets import set_memory_format
 
 sys.path.insert(0, str(Path(__file__).parent))
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
 from timing import alternating_medians, train_step  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results")
 BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4}
 MODELS = [f"{preset}:{kind}" for preset in BATCH for kind in ("fvae", "vae", "glow")]
 VARIANTS = {"fvae's choice": None, "nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -49,12 +48,10 @@ def step_times(preset: str, kind: str, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4, help="timed steps per variant (mnist: 2.5x as many)")
-    parser.add_argument("--models", nargs="+", default=MODELS, help="preset:kind pairs")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--rounds", type=int, default=4, help="timed steps per variant (mnist: 2.5x as many)")
+    p.add_argument("--models", nargs="+", default=MODELS, help="preset:kind pairs")
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for item in args.models:
@@ -62,17 +59,9 @@ def main() -> None:
         rounds = int(2.5 * args.rounds) if preset == "mnist" else args.rounds
         rows.append({"preset": preset, "model": kind, "batch": BATCH[preset], **step_times(preset, kind, rounds)})
         print(json.dumps(rows[-1]), flush=True)
-    command = "python benchmarks/memory_format.py " + " ".join(sys.argv[1:])
-    lines = [f"`{command}` ({args.threads} threads, torch {torch.__version__}); seconds per training step", "",
-             "| preset | model | batch | " + " | ".join(VARIANTS) + " |", "|---|---|---:|" + "---:|" * len(VARIANTS)]
-    lines += [f"| {r['preset']} | {r['model']} | {r['batch']} | " + " | ".join(str(r[v]) for v in VARIANTS) + " |"
-              for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_format.json").write_text(json.dumps({"command": command, "threads": args.threads,
-                                                             "torch": torch.__version__, "rows": rows}, indent=2))
-    (args.out / "memory_format.md").write_text(text)
+    write_report(args.out, "memory_format", f"`{command_line()}` ({args.threads} threads, torch {torch.__version__}); "
+                 f"seconds per training step\n\n" + markdown_table(rows, ["preset", "model", "batch", *VARIANTS]),
+                 {"threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -8,9 +8,6 @@ steps; the median of ``--steps`` timed steps is reported.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -21,9 +18,8 @@ import fvae
 from fvae.presets import MODEL_PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
+from report import command_line, markdown_table, parser, write_report  # noqa: E402
 from timing import seconds, train_step  # noqa: E402
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -41,11 +37,10 @@ def time_train_step(model: fvae.LatentFlowModel, batch: int, steps: int, warmup:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20)
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
@@ -59,21 +54,14 @@ def main() -> None:
                 row["train_images_per_s"] = round(args.batch / seconds, 1)
             rows.append(row)
             del model
-    header = "| preset | model | parameters | parts | train step (s) | images/s |\n|---|---|---:|---|---:|---:|"
-    lines = [header]
-    for r in rows:
-        parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in r["parameters"].items() if k != "total")
-        lines.append(f"| {r['preset']} | {r['model']} | {r['parameters']['total'] / 1e6:.3f}M | {parts} | "
-                     f"{r.get('train_step_s', '')} | {r.get('train_images_per_s', '')} |")
-    table = "\n".join(lines)
-    print(table)
-    meta = {"command": "python benchmarks/model_sizes.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items()), "torch": torch.__version__, "threads": args.threads,
-            "batch": args.batch, "cpu": platform.processor() or platform.machine()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "model_sizes.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (RESULTS / "model_sizes.md").write_text(f"`{meta['command']}` (torch {meta['torch']}, "
-                                            f"{args.threads} threads)\n\n{table}\n")
+    table = markdown_table(
+        [{**r, "total": r["parameters"]["total"] / 1e6,
+          "parts": ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in r["parameters"].items() if k != "total")}
+         for r in rows],
+        ["preset", "model", "total", "parts", "train_step_s", "train_images_per_s"], formats={"total": ".3f"},
+        headers={"total": "parameters (M)", "train_step_s": "train step (s)", "train_images_per_s": "images/s"})
+    write_report(args.out, "model_sizes", f"`{command_line()}` (torch {torch.__version__}, {args.threads} threads, "
+                 f"batch {args.batch})\n\n{table}", {"rows": rows, "batch": args.batch, "threads": args.threads})
 
 
 if __name__ == "__main__":

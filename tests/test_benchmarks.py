@@ -14,17 +14,22 @@ def test_compare_peers_runs_on_a_tiny_budget(tmp_path):
     pytest.importorskip("normflows")
     pytest.importorskip("pythae")
     done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_peers.py"), "--budget", "2", "--iw-samples", "2",
-                           "--score-samples", "50", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+                           "--score-samples", "50", "--curve-points", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads((tmp_path / "peers.json").read_text())
+    result = json.loads((tmp_path / "peers_2s.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["fvae", "vae", "glow", "normflows_glow", "pythae_vae",
                                                     "pythae_vae_iaf"]
     for row in result["rows"]:
-        assert row["steps"] > 0 and row["fid"] > 0
+        assert row["steps"] > 0 and row["fid"] > 0 and row["sharpness"] > 0
         assert all(0 <= row[k] <= 1 for k in ("precision", "recall", "recognizable"))
         assert set(row["by_temperature"]) == {"1", "0.8", "0.6"}
+        assert all("sharpness" in s for s in row["by_temperature"].values())
         assert ("exact_bpd" in row) or (row["iw_bpd"] <= row["elbo_bpd"] + 0.05)
+        # two scored points, the second after the whole budget; steps only grow
+        assert len(row["curve"]) == 2 and row["curve"][0]["steps"] <= row["curve"][1]["steps"] == row["steps"]
     assert set(result["speedups"]) == {"glow_vs_normflows_train_images_per_s", "glow_vs_normflows_sample_images_per_s"}
+    assert (tmp_path / "peers_2s_curves.png").exists() and (tmp_path / "peers_2s_samples_fvae.png").exists()
 
 
 def test_flow_speed_times_the_convolutions_of_the_glow_preset():

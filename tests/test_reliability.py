@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,9 @@ def test_a_full_disk_stops_training_with_the_last_good_checkpoint_named(run, tmp
         filler.write_bytes(b"\0" * (filler.stat().st_size - 40_000))
         done = cli("train", "--no-progress", "--resume", "--out", target, "train.max_steps=16")
         _assert_write_failure_handled(target, done)
+        # torch says "unexpected pos ..."; the message names the cause in words, with the numbers
+        assert re.search(r"no space left on device \([0-9.]+ (bytes|kB|MB) free there; the checkpoint needs "
+                         r"about [0-9.]+ (kB|MB)\)", done.stderr), done.stderr
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
@@ -160,7 +164,17 @@ def test_a_failed_checkpoint_write_removes_its_temporary_folder(copy, monkeypatc
     code = fvae.cli.main(["train", "--no-progress", "--resume", "--out", str(copy), "train.max_steps=16"])
     captured = capsys.readouterr()
     _assert_write_failure_handled(copy, subprocess.CompletedProcess([], code, captured.out, captured.err))
-    assert "No space left on device" in captured.err
+    assert "no space left on device" in captured.err
+
+
+def test_a_write_failure_before_any_checkpoint_says_none_was_written(tmp_path, monkeypatch, capsys):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fvae.training.checkpoint, "save_file", no_space)
+    code = fvae.cli.main(["train", "--no-progress", "--out", str(tmp_path / "run"), *TINY, "train.max_steps=2"])
+    line = one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), code=1)
+    assert "no space left on device" in line and "no checkpoint was written yet" in line and "none" not in line
 
 
 # --- one writer per run folder -----------------------------------------------------------------

@@ -28,11 +28,11 @@ def memory_format_for(in_channels: int) -> torch.memory_format:
 class CouplingNet(nn.Sequential):
     """``conv3x3(width) - ReLU - conv1x1(width) - ReLU - conv3x3(out, zero-init)``; keeps H, W.
 
-    Runs in ``memory_format`` (see :func:`memory_format_for`).
+    Runs in ``memory_format`` (see :func:`memory_format_for`), its weights stored in it too, so
+    that their gradients have the weights' strides (which DDP's gradient buckets expect).
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: int):
-        self.memory_format = memory_format_for(in_channels)
         super().__init__(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(inplace=True),
@@ -40,6 +40,11 @@ class CouplingNet(nn.Sequential):
             nn.ReLU(inplace=True),
             zero_init(nn.Conv2d(width, out_channels, 3, padding=1)),
         )
+        self.set_memory_format(memory_format_for(in_channels))
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> None:
+        self.memory_format = memory_format
+        self.to(memory_format=memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.contiguous(memory_format=self.memory_format))

@@ -18,9 +18,10 @@ def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> n
     overriding :func:`memory_format_for`; values do not change, only speed."""
     for module in model.modules():
         if isinstance(module, CouplingNet):
-            module.memory_format = memory_format
+            module.set_memory_format(memory_format)
         elif isinstance(module, (Encoder, Decoder)):
             module.formats = [memory_format] * len(module.formats)
+            module.stages.to(memory_format=memory_format)
     return model
 
 
@@ -66,6 +67,8 @@ class Encoder(nn.Module):
         self.stages = nn.ModuleList(
             nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
         self.formats = [memory_format_for(c) for c in widths]
+        for stage, memory_format in zip(self.stages, self.formats):  # weights in the format of their inputs
+            stage.to(memory_format=memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_fp32(x)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
@@ -86,6 +89,8 @@ class Decoder(nn.Module):
         self.stages = nn.ModuleList(
             nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
         self.formats = [memory_format_for(c) for c in widths]
+        for stage, memory_format in zip(self.stages, self.formats):  # weights in the format of their inputs
+            stage.to(memory_format=memory_format)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         v = to_fp32(v)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not

@@ -16,6 +16,7 @@ raises :class:`CheckpointWriteError` naming the cause and the last good checkpoi
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -98,16 +99,57 @@ def save_checkpoint(run_dir: str | Path, step: int, config: RunConfig, model: to
         _fsync(root)
     except (OSError, RuntimeError, SafetensorError) as error:  # how torch.save and safetensors report a full disk
         shutil.rmtree(tmp, ignore_errors=True)
-        good = newest_valid_checkpoint(run_dir, quiet=True)
-        raise CheckpointWriteError(
-            f"could not write the checkpoint of step {step} under {root} "
-            f"({type(error).__name__}: {' '.join(str(error).split())}); "
-            f"the last good checkpoint is {good if good else 'none'}") from error
+        raise CheckpointWriteError(f"could not write the checkpoint of step {step} under {root}: "
+                                   f"{write_failure_cause(error, root, checkpoint_bytes(model, state, ema))}; "
+                                   f"{last_good(run_dir)}") from error
     for old in list_checkpoints(run_dir)[:-keep]:  # renamed first, so that none is ever seen half deleted
         doomed = old.with_name(f".{old.name}.old-{os.getpid()}")
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     return final
+
+
+def checkpoint_bytes(model: torch.nn.Module, state: dict[str, Any], ema: torch.nn.Module | None) -> int:
+    """About how many bytes a checkpoint of ``model``, ``state`` and ``ema`` takes: its tensors."""
+    def tensors(value: Any) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.numel() * value.element_size()
+        if isinstance(value, dict):
+            return sum(tensors(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return sum(tensors(v) for v in value)
+        return 0
+
+    return tensors(model.state_dict()) + tensors(state) + (tensors(ema.state_dict()) if ema is not None else 0)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def write_failure_cause(error: BaseException, folder: Path, needed: int) -> str:
+    """Why a write failed, in words: "no space left on device" (with the free space and what was
+    needed) when the disk is full, whatever the library's own message (torch's is "unexpected
+    pos ..."); else the error itself."""
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        free = None
+    if getattr(error, "errno", None) == errno.ENOSPC or (free is not None and free < needed):
+        room = f"{_size(free)} free there" if free is not None else "the free space is unknown"
+        need = f"; the checkpoint needs about {_size(needed)}" if needed else ""
+        return f"no space left on device ({room}{need})"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def last_good(run_dir: str | Path) -> str:
+    """"the last good checkpoint is PATH", or "no checkpoint was written yet"."""
+    good = newest_valid_checkpoint(run_dir, quiet=True)
+    return f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

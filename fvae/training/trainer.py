@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from fvae.scoring.score import SCORE_KEYS, SampleScorer, scorer_for
 from fvae.training.checkpoint import (
     CheckpointWriteError,
     check_compatible,
+    last_good,
     list_checkpoints,
     load_state,
     newest_valid_checkpoint,
     save_checkpoint,
+    write_failure_cause,
 )
 from fvae.training.distributed import all_mean, any_rank, barrier, setup_distributed
 from fvae.training.precision import autocast_for, set_tf32, use_bf16
@@ -65,6 +68,32 @@ def ema_with_warmup(decay: float):
     return update
 
 
+class TrainingClock:
+    """Training time: wall-clock seconds less the pauses (evaluation, sampling, checkpoints);
+    ``elapsed`` carries over a resume. ``images_per_second`` covers the steps since it was last read."""
+
+    def __init__(self, elapsed: float = 0.0):
+        self.start = self.window = time.perf_counter() - elapsed
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - began
+            self.window += time.perf_counter() - began
+
+    def images_per_second(self, images: int) -> float:
+        now = time.perf_counter()
+        rate, self.window = images / (now - self.window), now
+        return rate
+
+
 class Trainer:
     """Trains ``config.model`` on ``config.data`` (or on ``train_set``/``test_set`` when given:
     datasets of ``(uint8 image, label)``), writing everything under ``run_dir``."""
@@ -86,13 +115,14 @@ class Trainer:
             self.optimizer, lambda n: min(1.0, (n + 1) / max(1, tc.warmup_steps)))
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(tc.ema_decay), use_buffers=True)
                     if tc.ema_decay else None)
-        self.step, self.bad_steps, self.unreadable, self.elapsed = 0, 0, 0, 0.0
+        self.step, self.bad_steps, self.bad_in_a_row, self.unreadable, self.elapsed = 0, 0, 0, 0, 0.0
         self.bf16 = use_bf16(tc.precision, self.ctx.device)
         if self.ctx.device.type == "cuda":
             set_tf32(tc.tf32)
         self.lock = RunLock(self.run_dir) if self.ctx.is_main else None
         self._resume_or_start(resume)
-        self.ddp = (DistributedDataParallel(self.model, broadcast_buffers=False) if self.ctx.world_size > 1
+        # buffers are equal on every rank (seeded init, ActNorm on one shared batch, or the checkpoint)
+        self.ddp = (DistributedDataParallel(self.model, forward_sync_buffers=False) if self.ctx.world_size > 1
                     else self.model)
         self.forward = torch.compile(self.ddp) if tc.compile else self.ddp
         self.stop_signal: str | None = None
@@ -147,6 +177,13 @@ class Trainer:
         self.unreadable = state.get("unreadable_images", 0)
         if self.ema is not None:
             self.ema.n_averaged.fill_(state.get("ema_updates", 0))
+        started_with = state.get("world_size", self.ctx.world_size)
+        if started_with != self.ctx.world_size and self.ctx.is_main:
+            batch = self.config.train.batch_size
+            print(f"note: {checkpoint} was trained with {started_with} process(es), this run has "
+                  f"{self.ctx.world_size}: from step {self.step} on, each step takes {batch} x {self.ctx.world_size} "
+                  f"images instead of {batch} x {started_with}, in another order than the original run's "
+                  f"(weights, optimizer, schedule and step count carry over)", file=sys.stderr)
 
     def close(self) -> None:
         """Release the run folder's lock (``fit`` does this when it ends)."""
@@ -157,22 +194,40 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``max_steps`` or ``max_time``; returns the run's summary."""
         tc = self.config.train
+        with self._session() as (log, bar):
+            clock = TrainingClock(self.elapsed)
+            batches = self.batches.from_step(self.step)
+            while (stopped_by := self._stop_reason(clock)) is None:
+                terms, grad_norm = self._train_step(*next(batches))
+                self.elapsed = clock.elapsed
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    self._log_step(log, bar, terms, grad_norm, clock)
+                with clock.paused():  # evaluation, samples and checkpoints are not training time
+                    if self.step % tc.sample_every == 0:
+                        self._write_samples(log)
+                    if self.step % tc.checkpoint_every == 0:
+                        self._checkpoint(log)
+            return self._finish(log, stopped_by)
+
+    @contextlib.contextmanager
+    def _session(self):
+        """The run log and progress bar of :meth:`fit`; SIGINT and SIGTERM end the loop after the
+        current step; a write that fails names the cause and what survives; the lock is released."""
         log = RunLog(self.run_dir, self.ctx.is_main)
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (self.progress and self.ctx.is_main),
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(total=self.config.train.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.progress and self.ctx.is_main))
         handlers = self._catch_signals()
         try:
             if self.ctx.is_main:
                 self.config.save_yaml(self.run_dir / "config.yaml")
-            stopped_by = self._loop(log, bar)
-            return self._finish(log, stopped_by)
+            yield log, bar
         except OSError as error:  # a full disk, a folder made read-only: say what survives
             if isinstance(error, CheckpointWriteError):
                 raise
-            good = newest_valid_checkpoint(self.run_dir, quiet=True)
-            raise CheckpointWriteError(f"could not write to {self.run_dir} ({type(error).__name__}: {error}); "
-                                       f"training stopped at step {self.step}; the last good checkpoint is "
-                                       f"{good if good else 'none'}") from error
+            cause = write_failure_cause(error, self.run_dir, 0)
+            raise CheckpointWriteError(f"could not write to {self.run_dir}: {cause}; training stopped at step "
+                                       f"{self.step}; {last_good(self.run_dir)}") from error
         finally:
             bar.close()
             for sig, handler in handlers.items():
@@ -180,45 +235,20 @@ class Trainer:
             log.close()
             self.close()
 
-    def _loop(self, log: RunLog, bar) -> str:
-        """Steps until a limit or a signal; returns what stopped them."""
+    def _stop_reason(self, clock: TrainingClock) -> str | None:
+        """Why training stops before the next step (``max_steps``, ``max_time``, a signal's name), or None."""
         tc = self.config.train
-        consecutive_bad, started, window = 0, time.perf_counter() - self.elapsed, time.perf_counter()
-        batches = self.batches.from_step(self.step)
-        while self.step < tc.max_steps:
-            if any_rank(self.stop_signal is not None, self.ctx):
-                return self.stop_signal or "a signal on another rank"
-            if tc.max_time is not None and any_rank(time.perf_counter() - started >= tc.max_time, self.ctx):
-                return "max_time"
-            step, images, unreadable = next(batches)
-            terms, grad_norm, ok = self._train_step(step, images)
-            self.step, self.unreadable = step + 1, self.unreadable + unreadable
-            self.elapsed = time.perf_counter() - started
-            consecutive_bad = 0 if ok else consecutive_bad + 1
-            self.bad_steps += 0 if ok else 1
-            if consecutive_bad >= tc.max_bad_steps:
-                last = newest_valid_checkpoint(self.run_dir, quiet=True)
-                raise TrainingDiverged(
-                    f"{consecutive_bad} non-finite steps in a row (the last at step {step}); training stopped. "
-                    f"The last good checkpoint is {last if last else 'none (none was written yet)'}; "
-                    f"lower train.lr or raise train.grad_clip and resume from it")
-            bar.update(1)
-            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                rate = tc.log_every * tc.batch_size * self.ctx.world_size / (time.perf_counter() - window)
-                window = time.perf_counter()
-                terms = {k: all_mean(v, self.ctx).item() for k, v in terms.items()}
-                bar.set_postfix(loss=f"{terms['loss']:.1f}", bad=self.bad_steps)
-                log.training(self.step, terms, self.model.num_dims, self._extras(grad_norm, rate))
-            paused = time.perf_counter()  # evaluation and checkpoints do not count as training time
-            if self.step % tc.sample_every == 0:
-                self._write_samples(log)
-            if self.step % tc.checkpoint_every == 0:
-                self._checkpoint(log)
-            started += time.perf_counter() - paused
-            window += time.perf_counter() - paused
-        return "max_steps"
+        if self.step >= tc.max_steps:
+            return "max_steps"
+        if any_rank(self.stop_signal is not None, self.ctx):
+            return self.stop_signal or "a signal on another rank"
+        if tc.max_time is not None and any_rank(clock.elapsed >= tc.max_time, self.ctx):
+            return "max_time"
+        return None
 
-    def _train_step(self, step: int, images: torch.Tensor) -> tuple[dict, torch.Tensor, bool]:
+    def _train_step(self, step: int, images: torch.Tensor, unreadable: int) -> tuple[dict, torch.Tensor]:
+        """One optimisation step on this rank's batch: a step whose loss or gradient is not finite
+        on any rank is skipped and counted; too many in a row raise :class:`TrainingDiverged`."""
         tc = self.config.train
         seed = step_seed(tc.seed, step, self.ctx.rank)
         torch.manual_seed(seed)
@@ -230,8 +260,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        ok = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
-        ok = not any_rank(not ok, self.ctx)
+        ok = not any_rank(not (bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))), self.ctx)
         if ok:
             self.optimizer.step()
             self.scheduler.step()
@@ -239,7 +268,14 @@ class Trainer:
                 self.ema.update_parameters(self.model)
         else:
             self.optimizer.zero_grad(set_to_none=True)
-        return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm, ok
+        self.step, self.unreadable = step + 1, self.unreadable + unreadable
+        self.bad_steps += 0 if ok else 1
+        self.bad_in_a_row = 0 if ok else self.bad_in_a_row + 1
+        if self.bad_in_a_row >= tc.max_bad_steps:
+            raise TrainingDiverged(f"{self.bad_in_a_row} non-finite steps in a row (the last at step {step}); training "
+                                   f"stopped; {last_good(self.run_dir)}; lower train.lr or raise train.grad_clip "
+                                   f"and resume from it")
+        return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _catch_signals(self) -> dict:
@@ -253,11 +289,16 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, request_stop)
         return handlers
 
-    def _extras(self, grad_norm: torch.Tensor, rate: float) -> dict[str, float]:
+    def _log_step(self, log: RunLog, bar, terms: dict, grad_norm: torch.Tensor, clock: TrainingClock) -> None:
+        tc = self.config.train
+        terms = {k: all_mean(v, self.ctx).item() for k, v in terms.items()}
+        bar.set_postfix(loss=f"{terms['loss']:.1f}", bad=self.bad_steps)
+        rate = clock.images_per_second(tc.log_every * tc.batch_size * self.ctx.world_size)
         extras = {"train/grad_norm": grad_norm.item(), "train/lr": self.scheduler.get_last_lr()[0],
                   "train/skipped_steps": self.bad_steps, "train/unreadable_images": self.unreadable,
                   "train/images_per_second": rate}
-        return extras | {f"scales/{k}": v.item() for k, v in self.model.scales().items()}
+        log.training(self.step, terms, self.model.num_dims,
+                     extras | {f"scales/{k}": v.item() for k, v in self.model.scales().items()})
 
     def eval_model(self) -> LatentFlowModel:
         """The model samples and evaluations use: the EMA weights where kept."""
@@ -283,22 +324,28 @@ class Trainer:
                 return None
         return sample_score(self.eval_model(), self._scorer, tc.score_samples, tc.score_temperature, seed=tc.seed)
 
+    def _evaluate(self) -> dict:
+        """What ``metrics.jsonl`` records at a checkpoint: test bits/dim and the sample score."""
+        tc = self.config.train
+        record = {"step": self.step, "wall_time": round(self.elapsed, 3),
+                  "test_bpd": test_bits_per_dim(self.eval_model(), self.test_set, tc.batch_size, tc.eval_batches,
+                                                tc.seed + 1, self.ctx.device),
+                  "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable}
+        score = self.test_score()
+        return record | ({k: score[k] for k in SCORE_KEYS} if score is not None else {})
+
     def _checkpoint(self, log: RunLog) -> Path | None:
+        """Evaluate, then save a checkpoint (rank 0); every rank waits for it."""
         path = None
         if self.ctx.is_main:
-            tc = self.config.train
-            record = {"step": self.step, "wall_time": round(self.elapsed, 3),
-                      "test_bpd": test_bits_per_dim(self.eval_model(), self.test_set, tc.batch_size, tc.eval_batches,
-                                                    tc.seed + 1, self.ctx.device),
-                      "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable}
-            score = self.test_score()
-            if score is not None:
-                record |= {k: score[k] for k in SCORE_KEYS}
+            record = self._evaluate()
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "bad_steps": self.bad_steps, "elapsed": self.elapsed, "unreadable_images": self.unreadable,
-                     "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0}
+                     "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0,
+                     "world_size": self.ctx.world_size}
             path = save_checkpoint(self.run_dir, self.step, self.config, self.model, state,
-                                   self.ema.module if self.ema is not None else None, keep=tc.keep_checkpoints)
+                                   self.ema.module if self.ema is not None else None,
+                                   keep=self.config.train.keep_checkpoints)
             log.evaluation(record)
         barrier(self.ctx)
         return path
