@@ -143,6 +143,11 @@ class ModelConfig:
     flow_levels: int = rule(2, int, 1, 10)
     flow_steps: int = rule(4, int, 1, 512)
     flow_width: int = rule(64, int, 1, 8192)
+    # the last (top, coarsest) level's steps, where it differs from flow_steps
+    flow_top_steps: int | None = rule(None, int, 1, 512, optional=True)
+    # the split-off halves' prior: a zero-init conv3x3 of the kept half (None, Glow's), or a
+    # coupling-style net of this width
+    split_prior_width: int | None = rule(None, int, 1, 8192, optional=True)
     coupling: str = rule("affine", str, choices=COUPLINGS)
     mixing: str = rule("conv1x1_lu", str, choices=MIXINGS)
     # fvae: size d of a global code c ~ N(0, I) whose Gaussian prior N(m(c), s(c)^2) replaces

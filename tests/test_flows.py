@@ -39,6 +39,8 @@ BLOCKS = {
     "glow_2_levels": lambda: MultiScaleGlow(SHAPE, 2, 2, 8, squeeze_first=False),
     "glow_2_levels_squeeze_first": lambda: MultiScaleGlow(SHAPE, 2, 1, 8, "additive", "reverse"),
     "glow_3_levels_odd_split": lambda: MultiScaleGlow((3, 8, 8), 3, 1, 8),
+    "glow_deeper_top_and_net_split_prior": lambda: MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False, top_steps=3,
+                                                                  split_width=8),
 }
 
 
@@ -145,3 +147,12 @@ def test_composite_logdets_add_up():
     y, logdet = parts(u, x)
     torch.testing.assert_close(y, h)
     torch.testing.assert_close(logdet, total)
+
+
+def test_top_steps_and_split_prior_width_build_what_they_say():
+    flow = MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False, top_steps=3, split_width=8)
+    assert [len(level.blocks) for level in flow.flows] == [1, 3]
+    prior_convs = [m for m in flow.splits[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(prior_convs) == 3 and prior_convs[0].out_channels == 8
+    # the prior still starts as N(0, I): its last layer is zero
+    assert not prior_convs[-1].weight.any() and not prior_convs[-1].bias.any()

@@ -38,9 +38,10 @@ class MultiScaleGlow(nn.Module):
     """``F``: ``levels`` levels of ``steps`` Glow steps, half the channels split off between levels.
 
     Level ``l`` squeezes its input (except level 0 when ``squeeze_first`` is False, as in
-    the f-VAE whose encoder has already squeezed), runs its steps and, unless it is the
-    last, whitens half its channels with a learned conditional prior
-    (:class:`GaussianSplit`) and passes the other half on.
+    the f-VAE whose encoder has already squeezed), runs its steps (``top_steps`` at the last
+    level, where given) and, unless it is the last, whitens half its channels with a learned
+    conditional prior (:class:`GaussianSplit`, its net of ``split_width`` where given) and
+    passes the other half on.
 
     ``forward(x)``: ``(B, C, H, W) -> (z, logdet)`` with ``z`` of the same shape, the
     concatenated, flattened outputs of every level, ``N(0, I)`` under the model;
@@ -48,7 +49,8 @@ class MultiScaleGlow(nn.Module):
     """
 
     def __init__(self, in_shape: tuple[int, int, int], levels: int, steps: int, width: int,
-                 coupling: str = "affine", mixing: str = "conv1x1_lu", squeeze_first: bool = True):
+                 coupling: str = "affine", mixing: str = "conv1x1_lu", squeeze_first: bool = True,
+                 top_steps: int | None = None, split_width: int | None = None):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.squeezes: list[bool] = []
@@ -64,11 +66,12 @@ class MultiScaleGlow(nn.Module):
                                      f"height and width must be even; use fewer levels")
                 c, h, w = 4 * c, h // 2, w // 2
             self.squeezes.append(do_squeeze)
+            count = top_steps if level == levels - 1 and top_steps else steps
             self.flows.append(FlowSequence(*[glow_step(c, width, coupling, mixing, seed=level * steps + k)
-                                             for k in range(steps)]))
+                                             for k in range(count)]))
             if level < levels - 1:
                 kept = c // 2
-                self.splits.append(GaussianSplit(kept, c - kept))
+                self.splits.append(GaussianSplit(kept, c - kept, width=split_width))
                 self.out_shapes.append((c - kept, h, w))
                 c = kept
         self.out_shapes.append((c, h, w))

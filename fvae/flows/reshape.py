@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.flows.nets import CouplingNet, zero_init
 from fvae.fp32 import to_fp32
 
 
@@ -38,14 +39,15 @@ class GaussianSplit(nn.Module):
     the kept channels ``h`` (Glow). Written as a flow,
     ``eps = (z2 - mu(h)) * exp(-log_sigma(h))`` with ``logdet = -sum log_sigma(h)``, so
     that ``eps`` is ``N(0, I)`` under the prior. ``mu`` and ``log_sigma`` come from a
-    zero-initialised 3x3 convolution of ``h``: the prior starts as ``N(0, I)``.
+    zero-initialised 3x3 convolution of ``h`` (Glow's), or with ``width`` from a
+    :class:`~fvae.flows.nets.CouplingNet` of that width: the prior starts as ``N(0, I)``.
     """
 
-    def __init__(self, kept_channels: int, split_channels: int, scale_bound: float = 5.0):
+    def __init__(self, kept_channels: int, split_channels: int, scale_bound: float = 5.0,
+                 width: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(kept_channels, 2 * split_channels, 3, padding=1)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
+        self.conv = (CouplingNet(kept_channels, 2 * split_channels, width) if width
+                     else zero_init(nn.Conv2d(kept_channels, 2 * split_channels, 3, padding=1)))
         self.scale_bound = scale_bound
 
     def _prior(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

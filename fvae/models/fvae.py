@@ -83,7 +83,8 @@ class FVAE(LatentFlowModel):
         self.flow_shape = encoded_shape(config)
         self.inner = self.build_inner(config)
         self.flow = MultiScaleGlow(self.flow_shape, config.flow_levels, config.flow_steps, config.flow_width,
-                                   config.coupling, config.mixing, squeeze_first=False)
+                                   config.coupling, config.mixing, squeeze_first=False,
+                                   top_steps=config.flow_top_steps, split_width=config.split_prior_width)
         self.decoder = Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks,
                                config.encoder_hidden)
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),

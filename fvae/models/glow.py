@@ -24,7 +24,8 @@ class Glow(LatentFlowModel):
         super().__init__(config)
         self.latent_shape = tuple(config.image_shape)
         self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.flow_steps, config.flow_width,
-                                   config.coupling, config.mixing, squeeze_first=True)
+                                   config.coupling, config.mixing, squeeze_first=True,
+                                   top_steps=config.flow_top_steps, split_width=config.split_prior_width)
         self.register_buffer("log_sigma", torch.tensor(math.log(config.dequant_sigma)))
 
     def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
