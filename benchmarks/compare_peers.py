@@ -8,7 +8,8 @@ for the same wall-clock budget on the same data, then evaluated and scored alike
 Every model sees the same images (the embedded split, 4,000 training and 1,000 test digits, or
 Fashion-MNIST's 60,000 and 10,000), the same uniform dequantization ``x = (k + U) / 256`` and
 batch size; fvae's models train as ``fvae train`` trains them (their presets' learning rate,
-warm-up and EMA), the peers with Adam at --lr on their own libraries' objectives. All are scored
+warm-up and EMA; the ``mnist`` presets on the digits, ``fashion-mnist`` on clothes), the peers
+with Adam at --lr on their own libraries' objectives. All are scored
 with one formula, ``bpd = (nats + D ln 256) / (D ln 2)``, on the whole test split: exact for
 flows, the importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored
 by fvae's sample score (fvae.scoring.score: FID, precision, recall, recognizable, sharpness, in
@@ -71,8 +72,8 @@ class FvaeRun:
     """One of fvae's models trained as ``fvae train`` trains it, piece by piece: each call of
     :meth:`train_until` resumes the run (exactly) to a total of ``seconds`` of training time."""
 
-    def __init__(self, name: str, data: DataConfig, batch: int, seed: int, work: Path):
-        config = run_config(name, "mnist")
+    def __init__(self, name: str, preset: str, data: DataConfig, batch: int, seed: int, work: Path):
+        config = run_config(name, preset)
         self.config = dataclasses.replace(config, data=data, train=dataclasses.replace(
             config.train, batch_size=batch, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
             sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
@@ -142,9 +143,9 @@ def score(scorer, samples: torch.Tensor) -> dict:
     return {**{k: round(result[k], 4) for k in SCORE_KEYS}, "nonfinite_samples": result["nonfinite"]}
 
 
-def own_temperature(name: str) -> float:
+def own_temperature(name: str, preset: str) -> float:
     """The temperature a model is sampled at by default: its preset's for fvae's models, 1 for the peers."""
-    return run_config(name, "mnist").train.score_temperature if name in FVAE_MODELS else 1.0
+    return run_config(name, preset).train.score_temperature if name in FVAE_MODELS else 1.0
 
 
 def seconds_to(curve: list[dict], share: float) -> float | None:
@@ -157,9 +158,10 @@ def run_model(name: str, args, train_images, test_images, data: DataConfig, scor
     adapter = build(name)
     row = {"model": name, "parameters": count_parameters(adapter)}
     print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
-    run = (FvaeRun(name, data, args.batch, args.seed, work) if isinstance(adapter, FvaeAdapter)
+    preset = "fashion-mnist" if args.data == "fashion-mnist" else "mnist"
+    run = (FvaeRun(name, preset, data, args.batch, args.seed, work) if isinstance(adapter, FvaeAdapter)
            else PeerRun(adapter, train_images, args.batch, args.lr, args.seed))
-    temperature, curve = own_temperature(name), []
+    temperature, curve = own_temperature(name, preset), []
     for piece in range(1, args.curve_points + 1):
         trained = run.train_until(args.budget * piece / args.curve_points)
         samples, _ = draw(run.adapter, args.score_samples, args.seed, temperature)

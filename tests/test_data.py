@@ -161,15 +161,17 @@ def test_a_broken_gzip_stream_is_a_one_line_error(tmp_path):
         load_dataset(DataConfig(str(folder)), "test", (1, 28, 28))
 
 
-def test_fvae_train_on_fashion_mnist_by_name_end_to_end(tmp_path):
+def test_fvae_train_on_fashion_mnist_by_its_preset_end_to_end(tmp_path):
     write_idx(tmp_path / "FashionMNIST" / "raw", gzipped=True, count=256)
-    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--data", "fashion-mnist", "--data-root",
+    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--preset", "fashion-mnist", "--data-root",
                            str(tmp_path), "--offline", "--out", str(tmp_path / "run"), "--max-steps", "2",
                            "--no-progress", "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1",
                            "model.flow_width=8", "train.batch_size=16", "train.eval_batches=1",
                            "train.score_samples=0"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+    config = RunConfig.load_yaml(tmp_path / "run" / "config.yaml")
+    assert config.data.name == "fashion-mnist" and config.train.score_temperature == 1.0
 
 
 def test_unknown_dataset_name():
