@@ -150,9 +150,6 @@ class ModelConfig:
     split_prior_width: int | None = rule(None, int, 1, 8192, optional=True)
     coupling: str = rule("affine", str, choices=COUPLINGS)
     mixing: str = rule("conv1x1_lu", str, choices=MIXINGS)
-    # fvae: size d of a global code c ~ N(0, I) whose Gaussian prior N(m(c), s(c)^2) replaces
-    # N(0, I) on the top level of F's output (0: none, the paper's f-VAE)
-    global_dim: int = rule(0, int, 0, 1 << 16)
     # composite: steps of the unconditional flow F1 between its two conditional affine steps
     inner_flow_steps: int = rule(2, int, 1, 512)
     # trained scales: sigma1 (posterior, fvae) and sigma2 (decoder, fvae, composite, vae), in model units.

@@ -3,22 +3,22 @@ import math
 
 import pytest
 import torch
-from conftest import affine_glow, perturb, to_patches
+from conftest import affine_glow, to_patches
 
 import fvae
 from fvae.models.base import standard_normal_log_prob
 from fvae.models.vae import gaussian_kl
 
 KINDS = ("fvae", "vae", "glow", "composite")
-# every kind, and the f-VAE with a global code (model.global_dim)
-VARIANTS = (*KINDS, "fvae-global")
+# every kind, and the f-VAE with a deeper top level and a net for the split prior
+VARIANTS = (*KINDS, "fvae-top-split")
 TINY = dict(image_shape=(1, 8, 8), encoder_blocks=1, encoder_hidden=8, flow_levels=2, flow_steps=2,
             flow_width=16, inner_flow_steps=1, latent_dim=6)
 
 
 def tiny(kind, **overrides):
-    if kind == "fvae-global":
-        kind, overrides = "fvae", {"global_dim": 3, **overrides}
+    if kind == "fvae-top-split":
+        kind, overrides = "fvae", {"flow_top_steps": 3, "split_prior_width": 8, **overrides}
     config = {**TINY, **({"encoder_levels": 1} if kind != "glow" else {}), **overrides}
     return fvae.build_model(kind, "mnist", **config)
 
@@ -101,39 +101,6 @@ def test_importance_weighted_bound_tightens_with_more_samples(kind):
     assert (iw[100] >= iw[10] - 5 * std_error).all()
 
 
-def test_global_code_posterior_logdet_is_the_jacobian_of_u_to_z_and_sampling_inverts_it():
-    """z = (c, whiten(F(sigma1 u_v + E(x)), c)) with c = mu_c(x) + sigma_c(x) u_c: eq. A needs
-    log|det dz/du| over all d + D values, and generate(z) = G(v) on the posterior's z."""
-    model = perturb(tiny("fvae-global").double(), 0.05)
-    x = model.to_model_space(images(2).double())
-    u = torch.randn(2, *model.latent_shape, dtype=torch.float64)
-    assert model.latent_shape == (3 + 64,)
-    post = model.posterior(x, u)
-    for i in range(2):
-        jac = torch.autograd.functional.jacobian(lambda ui: model.posterior(x[i:i + 1], ui[None]).z[0], u[i])
-        torch.testing.assert_close(post.logdet[i], torch.linalg.slogdet(jac)[1], atol=1e-8, rtol=1e-8)
-    torch.testing.assert_close(model.generate(post.z), model.decoder(post.decoder_input), atol=1e-10, rtol=1e-10)
-
-
-def test_a_global_code_starts_as_the_plain_f_vae():
-    """m(c) = 0 and s(c) = 1 at initialisation: the code adds its own KL terms and nothing else."""
-    torch.manual_seed(0)
-    plain = tiny("fvae").double()
-    torch.manual_seed(0)
-    coded = tiny("fvae-global").double()
-    coded.load_state_dict({**coded.state_dict(), **plain.state_dict()})
-    x = plain.to_model_space(images(4).double())
-    u = torch.randn(4, 64, dtype=torch.float64)
-    u_code = torch.randn(4, 3, dtype=torch.float64)
-    rec_plain, kl_plain, _ = plain.log_weights(x, u.view(4, 4, 4, 4))
-    rec_coded, kl_coded, post = coded.log_weights(x, torch.cat([u_code, u], 1))
-    torch.testing.assert_close(rec_coded, rec_plain)
-    c = post.z[:, :3]
-    mu, log_sigma = coded.code.posterior.mean_log_sigma(x)
-    code_kl = (standard_normal_log_prob(u_code) - log_sigma.sum(1) - standard_normal_log_prob(c))
-    torch.testing.assert_close(kl_coded, kl_plain + code_kl)
-
-
 def test_kl_and_decoder_constants_make_sigma2_finite():
     """sigma2's gradient changes sign around the residual's RMS: D log sigma2 is in the loss."""
     model = tiny("fvae")
@@ -146,7 +113,7 @@ def test_kl_and_decoder_constants_make_sigma2_finite():
 
 @pytest.mark.parametrize("kind", VARIANTS)
 def test_mnist_presets_have_finite_gradients_for_every_parameter(kind):
-    overrides = {"global_dim": 8} if kind == "fvae-global" else {}
+    overrides = {"flow_top_steps": 3, "split_prior_width": 8} if kind == "fvae-top-split" else {}
     _check_gradients(fvae.build_model(kind.split("-")[0], "mnist", **overrides), batch=4)
 
 
@@ -217,7 +184,7 @@ def test_memory_format_changes_speed_not_values(kind):
 
 @pytest.mark.parametrize("kind, likelihood", [("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"),
                                               ("vae", "discretized"), ("composite", "discretized"),
-                                              ("fvae-global", "discretized"), ("glow", "gaussian")])
+                                              ("fvae-top-split", "discretized"), ("glow", "gaussian")])
 def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
     """Data drawn uniformly from 4 fixed 8-bit images carries log 4 nats an image; no bound on
     -log P(pixels) may report less, however well a model fits them."""

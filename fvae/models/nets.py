@@ -1,5 +1,5 @@
-"""Plain convolutional networks: the f-VAE's encoder ``E`` and decoder ``G``, the VAE's heads,
-the global code's encoder and prior net. (The coupling nets are in :mod:`fvae.flows.nets`.)
+"""Plain convolutional networks: the f-VAE's encoder ``E`` and decoder ``G``, the VAE's heads.
+(The coupling nets are in :mod:`fvae.flows.nets`.)
 
 These know nothing of flows or losses; they map tensors to tensors.
 """
@@ -138,37 +138,3 @@ class Unflatten(nn.Module):
     @full_precision
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z).view(z.shape[0], *self.shape)
-
-
-
-class GlobalEncoder(nn.Module):
-    """``(B, C, H, W) -> (B, 2 d)``: ``cat(mu, log_sigma)`` of the global code's posterior.
-
-    Two stride-2 ``conv3x3`` layers of ``hidden`` channels (``H/4 x W/4`` left), then a linear
-    map of the flattened features; ``log_sigma`` starts near 0 (the prior's scale).
-    """
-
-    def __init__(self, image_shape: tuple[int, int, int], code_dim: int, hidden: int = 16):
-        super().__init__()
-        c, h, w = image_shape
-        self.convs = nn.Sequential(
-            nn.Conv2d(c, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True))
-        self.head = FlatHead(hidden * -(-h // 4) * -(-w // 4), 2 * code_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.convs(x))
-
-
-class CodeToMap(nn.Module):
-    """``(B, d) -> (B, out_channels, H, W)``: a linear map to ``hidden`` channels at ``H x W``,
-    ReLU, then a zero-initialised ``conv3x3`` (the output starts at 0)."""
-
-    def __init__(self, code_dim: int, shape: tuple[int, int, int], hidden: int = 16):
-        super().__init__()
-        _, h, w = shape
-        self.unflatten = Unflatten(code_dim, (hidden, h, w))
-        self.conv = zero_init(nn.Conv2d(hidden, shape[0], 3, padding=1))
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return to_fp32(self.conv(F.relu(self.unflatten(c))))
