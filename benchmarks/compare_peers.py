@@ -6,10 +6,10 @@ for the same wall-clock budget on the same data, then evaluated and scored alike
                                        [--curve-points 8]
 
 Every model sees the same images (the embedded split, 4,000 training and 1,000 test digits, or
-Fashion-MNIST's 60,000 and 10,000), the same uniform dequantization ``x = (k + U) / 256`` and
-batch size; fvae's models train as ``fvae train`` trains them (their presets' learning rate,
+Fashion-MNIST's 60,000 and 10,000) and the same uniform dequantization ``x = (k + U) / 256``;
+fvae's models train as ``fvae train`` trains them (their presets' batch size, learning rate,
 warm-up and EMA; the ``mnist`` presets on the digits, ``fashion-mnist`` on clothes), the peers
-with Adam at --lr on their own libraries' objectives. All are scored
+with Adam at --lr and batch --batch on their own libraries' objectives. All are scored
 with one formula, ``bpd = (nats + D ln 256) / (D ln 2)``, on the whole test split: exact for
 flows, the importance-weighted bound (K = --iw-samples) and the ELBO for VAEs. Samples are scored
 by fvae's sample score (fvae.scoring.score: FID, precision, recall, recognizable, sharpness, in
@@ -72,10 +72,10 @@ class FvaeRun:
     """One of fvae's models trained as ``fvae train`` trains it, piece by piece: each call of
     :meth:`train_until` resumes the run (exactly) to a total of ``seconds`` of training time."""
 
-    def __init__(self, name: str, preset: str, data: DataConfig, batch: int, seed: int, work: Path):
+    def __init__(self, name: str, preset: str, data: DataConfig, seed: int, work: Path):
         config = run_config(name, preset)
         self.config = dataclasses.replace(config, data=data, train=dataclasses.replace(
-            config.train, batch_size=batch, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
+            config.train, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
             sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
         self.out, self.started = work / name, False
         self.adapter, self.summary = FvaeAdapter(name), {}
@@ -85,7 +85,8 @@ class FvaeRun:
         model, self.summary = fvae.train(config=config, out=self.out, resume=self.started, progress=False)
         self.started, self.adapter.model = True, model
         return {"steps": self.summary["steps"], "skipped_steps": self.summary["skipped_steps"],
-                "train_seconds": self.summary["wall_time"], "lr": config.train.lr, "ema": config.train.ema_decay}
+                "train_seconds": self.summary["wall_time"], "batch": config.train.batch_size, "lr": config.train.lr,
+                "ema": config.train.ema_decay}
 
 
 class PeerRun:
@@ -93,7 +94,7 @@ class PeerRun:
     of ``seconds`` of training time with the same optimizer and data stream."""
 
     def __init__(self, adapter, images: torch.Tensor, batch: int, lr: float, seed: int):
-        self.adapter, self.lr = adapter, lr
+        self.adapter, self.batch, self.lr = adapter, batch, lr
         self.data = batches_forever(images, batch, seed)
         with torch.no_grad():
             adapter.train_loss(next(self.data))  # data-dependent initialisation (ActNorm), not timed
@@ -114,7 +115,7 @@ class PeerRun:
             self.steps += 1
         self.seconds = time.perf_counter() - start
         return {"steps": self.steps, "skipped_steps": self.skipped, "train_seconds": round(self.seconds, 1),
-                "lr": self.lr}
+                "batch": self.batch, "lr": self.lr}
 
 
 def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
@@ -159,7 +160,7 @@ def run_model(name: str, args, train_images, test_images, data: DataConfig, scor
     row = {"model": name, "parameters": count_parameters(adapter)}
     print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
     preset = "fashion-mnist" if args.data == "fashion-mnist" else "mnist"
-    run = (FvaeRun(name, preset, data, args.batch, args.seed, work) if isinstance(adapter, FvaeAdapter)
+    run = (FvaeRun(name, preset, data, args.seed, work) if isinstance(adapter, FvaeAdapter)
            else PeerRun(adapter, train_images, args.batch, args.lr, args.seed))
     temperature, curve = own_temperature(name, preset), []
     for piece in range(1, args.curve_points + 1):
@@ -169,7 +170,7 @@ def run_model(name: str, args, train_images, test_images, data: DataConfig, scor
         print(f"   {curve[-1]}", flush=True)
     adapter = run.adapter
     row |= trained
-    row["train_images_per_s"] = round(trained["steps"] * args.batch / trained["train_seconds"], 1)
+    row["train_images_per_s"] = round(trained["steps"] * trained["batch"] / trained["train_seconds"], 1)
     if hasattr(adapter, "fit_sigma"):
         g = torch.Generator().manual_seed(args.seed)
         adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
@@ -219,7 +220,7 @@ def glow_speedups(rows: list[dict]) -> dict[str, float]:
 
 
 def tables(rows: list[dict]) -> str:
-    main = markdown_table(rows, ["model", "parameters", "steps", "train_images_per_s", "sample_images_per_s",
+    main = markdown_table(rows, ["model", "parameters", "batch", "steps", "train_images_per_s", "sample_images_per_s",
                                  "exact_bpd", "iw_bpd", "elbo_bpd", "temperature", *SCORE_KEYS, "nonfinite_samples"])
     sweep_rows = [{"model": r["model"], **{f"T={t:g}": " / ".join(
         f"{r['by_temperature'][f'{t:g}'][k]:{fmt}}" for k, fmt in (("fid", ".1f"), ("recognizable", ".3f"),
@@ -238,7 +239,7 @@ def main() -> None:
     p.add_argument("--data", default="embedded", choices=("embedded", "fashion-mnist"))
     p.add_argument("--data-root", help="where Fashion-MNIST's idx files are (default: found as fvae train finds them)")
     p.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64, help="the peers' batch size (fvae's models use their presets')")
     p.add_argument("--lr", type=float, default=1e-3, help="the peers' learning rate (fvae's models use their presets')")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--iw-samples", type=int, help="K of the IW bound (default: 100 on the embedded digits' 1,000 test "
@@ -260,9 +261,10 @@ def main() -> None:
     for name in args.models:
         rows.append(run_model(name, args, train_images, test_images, data, scorer, work))
         plot_curves(rows, args.out / f"{args.name}_curves.png")
-        note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads, batch {args.batch}, peers' Adam "
-                f"{args.lr}; {args.data}: {len(train_images):,} training images, bits/dim on all {len(test_images):,} "
-                f"test images (exact for flows; IW bound with K = {args.iw_samples} and ELBO for VAEs); sample score "
+        note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads; the peers: batch {args.batch}, "
+                f"Adam {args.lr}; fvae's models: their presets'; {args.data}: {len(train_images):,} training images, "
+                f"bits/dim on all {len(test_images):,} test images (exact for flows; IW bound with "
+                f"K = {args.iw_samples} and ELBO for VAEs); sample score "
                 f"({scorer.name}, recognizable by rule '{scorer.judge.recognizable_rule}') of {args.score_samples} "
                 f"samples at each model's own temperature, then at every temperature of the sweep; the last table "
                 f"from {args.curve_points} scored points along training ({args.name}_curves.png).\n")

@@ -103,5 +103,8 @@ def test_validate_score_writes_its_table(tmp_path):
     result = json.loads((tmp_path / "score_validation.json").read_text())
     assert {r["degradation"] for r in result["graded"]} == {"blur", "additive_noise", "uniform_noise",
                                                             "shuffled_patches"}
-    spread = result["spread_over_seeds"]["real training digits"]
+    spread = result["spread_over_seeds"]["real training images"]
     assert spread["recognizable"]["mean"] > 0.9 and spread["fid"]["std"] >= 0
+    assert 0.9 <= spread["sharpness"]["mean"] <= 1.1
+    blur = [r["sharpness"] for r in result["graded"] if r["degradation"] == "blur"]
+    assert all(a > b for a, b in zip(blur, blur[1:]))

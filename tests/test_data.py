@@ -229,3 +229,23 @@ def test_worker_processes_deliver_the_batches_of_one_process():
     for _ in range(8):  # across the epoch boundary at step 125
         (step_a, a, _), (step_b, b, _) = next(one), next(many)
         assert step_a == step_b and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: (folder / "train_images.npy").write_bytes((folder / "train_images.npy").read_bytes()[:-500]),
+     "train_images.npy is damaged or truncated"),
+    (lambda folder: (folder / "train_labels.npy").write_bytes(b"not an array"), "train_labels.npy is damaged"),
+    (lambda folder: (folder / "prepared.json").write_text("{"), "prepared.json is damaged"),
+])
+def test_a_damaged_prepared_folder_is_a_one_line_error(tmp_path, damage, message):
+    from fvae.data.prepared import prepare
+
+    folder = tmp_path / "prepared"
+    digits = embedded_mnist("test")
+    prepare({"train": digits, "test": digits}, "embedded", (1, 28, 28), folder, progress=False)
+    damage(folder)
+    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--data", str(folder), "--out",
+                           str(tmp_path / "run"), "--max-steps", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr

@@ -34,17 +34,34 @@ def is_prepared(path: str | Path) -> bool:
 
 class PreparedImages(Dataset):
     """One split of a prepared folder: ``(uint8 image (C, H, W), label)``, read from a memory map
-    (opened lazily, so that each data-loader worker maps the file itself)."""
+    (opened lazily, so that each data-loader worker maps the file itself). A damaged or truncated
+    file is a :class:`DataError` naming it, raised here rather than in the middle of training."""
 
     def __init__(self, root: str | Path, split: str, image_shape: tuple[int, int, int]):
         self.root, self.split = Path(root).expanduser(), split
-        info = json.loads((self.root / MARKER).read_text())
-        if tuple(info["image_shape"]) != tuple(image_shape):
-            raise DataError(f"{self.root} was prepared for images of shape {tuple(info['image_shape'])}, the model "
+        try:
+            info = json.loads((self.root / MARKER).read_text())
+            prepared_shape, self.count = tuple(info["image_shape"]), int(info["counts"][split])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DataError(f"{self.root / MARKER} is damaged ({type(error).__name__}: {error}); "
+                            f"prepare the folder again") from error
+        if prepared_shape != tuple(image_shape):
+            raise DataError(f"{self.root} was prepared for images of shape {prepared_shape}, the model "
                             f"takes {tuple(image_shape)}; prepare it again with the model's preset")
-        self.count = info["counts"][split]
+        self.labels = torch.from_numpy(self._load(f"{split}_labels.npy", (self.count,)))
+        self._load(f"{split}_images.npy", (self.count, *image_shape), mmap_mode="r")  # checked, then closed
         self.images: np.ndarray | None = None
-        self.labels = torch.from_numpy(np.load(self.root / f"{split}_labels.npy"))
+
+    def _load(self, name: str, shape: tuple[int, ...], mmap_mode: str | None = None) -> np.ndarray:
+        path = self.root / name
+        try:
+            array = np.load(path, mmap_mode=mmap_mode)
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(f"{path} is damaged or truncated ({' '.join(str(error).split())}); "
+                            f"prepare the folder again") from error
+        if array.shape != shape:
+            raise DataError(f"{path} holds an array of shape {array.shape}, expected {shape}; prepare the folder again")
+        return array
 
     def __len__(self) -> int:
         return self.count
