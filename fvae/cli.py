@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="test images per batch")
     p.add_argument("--max-images", type=int, help="evaluate on the first N test images only")
     p.add_argument("--score-samples", "--fid-samples", type=int, default=1000,
-                   help="samples for the sample score: FID, precision, recall, recognizable (0: none)")
+                   help="samples for the sample score: FID, precision, recall, recognizable, sharpness (0: none)")
     p.add_argument("--temperature", type=float, help="prior standard deviation of the scored samples "
                                                      "(default: the run's train.score_temperature)")
     p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
@@ -118,10 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "score", formatter_class=DefaultsHelpFormatter,
-        help="score images against a dataset's test split: FID, precision, recall, recognizable",
+        help="score images against a dataset's test split: FID, precision, recall, recognizable, sharpness",
         description="Score a set of images (any generator's) against the test split of a dataset, in the "
                     "features of a judge trained on its labelled training split: FID, k-NN precision and "
-                    "recall, and the share of images the judge recognizes as one class (see README, Sample score).")
+                    "recall, the share of images the judge recognizes, and sharpness against the test split "
+                    "(see README, The sample score).")
     p.add_argument("path", metavar="PATH", help="a folder of image files, or a .npy/.npz/.pt array of shape "
                                                 "(N, H, W) or (N, C, H, W), uint8 or float in [0, 1]")
     p.add_argument("--data", default="embedded", help="the dataset whose test split is the reference")

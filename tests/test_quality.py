@@ -160,7 +160,7 @@ def test_score_command_on_a_folder_and_an_array(tmp_path):
         done = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(path), "--json", str(out)], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "recognizable" in done.stdout
+        assert "recognizable" in done.stdout and "sharpness" in done.stdout
         scores[name] = json.loads(out.read_text())
         assert set(SCORE_KEYS) | {"num_images", "features"} <= set(scores[name])
         assert scores[name]["num_images"] == 200

@@ -1,5 +1,5 @@
 """Compare training runs: a table of final numbers and plots of test bits/dim and the sample
-score (FID, recognizable) against steps and wall-clock time, read from each run's
+score (FID, recognizable, sharpness) against steps and wall-clock time, read from each run's
 ``metrics.jsonl`` and ``eval.json``; and the training time each run needed until half its
 samples were recognizable."""
 from __future__ import annotations
@@ -67,12 +67,12 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 PLOTTED = (("test_bpd", "test bits/dim (ELBO)", "log"), ("fid", "FID (judge features)", "log"),
-           ("recognizable", "recognizable samples", "linear"))
+           ("recognizable", "recognizable samples", "linear"), ("sharpness", "sharpness (1: as real images)", "linear"))
 
 
 def plot_curves(runs: list[dict], path: str | Path) -> None:
-    """A 3x2 figure: test bits/dim, FID and the recognizable share of samples, against steps
-    and against training seconds."""
+    """A 4x2 figure: test bits/dim, FID, the recognizable share of samples and their sharpness,
+    against steps and against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -60,11 +60,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def print_score(score: dict, title: str) -> None:
     """The sample score as a small table."""
     print(title)
-    for key in ("fid", "precision", "recall", "recognizable", "fid_inception", "num_images", "nonfinite",
-                "temperature", "features"):
+    for key in ("fid", "precision", "recall", "recognizable", "sharpness", "fid_inception", "num_images", "nonfinite",
+                "temperature", "features", "recognizable_rule"):
         if key in score:
             value = score[key]
-            print(f"  {key:<13} {value:.4g}" if isinstance(value, float) else f"  {key:<13} {value}")
+            print(f"  {key:<17} {value:.4g}" if isinstance(value, float) else f"  {key:<17} {value}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
