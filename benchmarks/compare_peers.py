@@ -26,6 +26,7 @@ Writes benchmarks/results/NAME.{md,json}, NAME_curves.png and NAME_samples_MODEL
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -234,6 +235,21 @@ def tables(rows: list[dict]) -> str:
     return f"{main}\n\n{sweep}\n\n{milestones}"
 
 
+def kept_rows(args) -> list[dict]:
+    """With ``--keep``: the rows of an earlier report of the same name, data, budget and K, in ``--models`` order."""
+    path = args.out / f"{args.name}.json"
+    if not args.keep or not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    if (old["data"], old["budget_s"], old["iw_samples"]) != (args.data, args.budget, args.iw_samples):
+        raise SystemExit(f"{path} was made with other settings (data, budget, K): {old['data']}, {old['budget_s']}, "
+                         f"{old['iw_samples']}; drop --keep or pick another --name")
+    by_model = {r["model"]: r for r in old["rows"]}
+    kept = [by_model[m] for m in args.models if m in by_model]
+    print(f"kept from {path}: {', '.join(r['model'] for r in kept) or 'nothing'}", flush=True)
+    return kept
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", default="embedded", choices=("embedded", "fashion-mnist"))
@@ -248,6 +264,8 @@ def main() -> None:
     p.add_argument("--curve-points", type=int, default=8, help="scored points along training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="result name (default: peers[_fashion][_BUDGET])")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the rows of models that NAME.json already holds (same data, budget and K); run the rest")
     args = p.parse_args()
     args.name = args.name or result_name(args.data, args.budget)
     args.iw_samples = args.iw_samples or (100 if args.data == "embedded" else 10)
@@ -257,8 +275,10 @@ def main() -> None:
     train_images, test_images = train_set.tensors[0], test_set.tensors[0]
     scorer = scorer_for(args.data, None, test_set, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, work = [], Path(tempfile.mkdtemp(prefix="fvae-peers-"))
-    for name in args.models:
+    rows, work = kept_rows(args), Path(tempfile.mkdtemp(prefix="fvae-peers-"))
+    kept = "".join(f" The rows of {', '.join(r['model'] for r in rows)} are kept from an earlier run (--keep)."
+                   for _ in rows[:1])
+    for name in [m for m in args.models if m not in {r["model"] for r in rows}]:
         rows.append(run_model(name, args, train_images, test_images, data, scorer, work))
         plot_curves(rows, args.out / f"{args.name}_curves.png")
         note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads; the peers: batch {args.batch}, "
@@ -267,7 +287,7 @@ def main() -> None:
                 f"K = {args.iw_samples} and ELBO for VAEs); sample score "
                 f"({scorer.name}, recognizable by rule '{scorer.judge.recognizable_rule}') of {args.score_samples} "
                 f"samples at each model's own temperature, then at every temperature of the sweep; the last table "
-                f"from {args.curve_points} scored points along training ({args.name}_curves.png).\n")
+                f"from {args.curve_points} scored points along training ({args.name}_curves.png).{kept}\n")
         speedups = glow_speedups(rows)
         write_report(args.out, args.name, f"`python benchmarks/compare_peers.py {' '.join(sys.argv[1:])}`\n\n"
                      + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + note,

@@ -31,6 +31,17 @@ def test_compare_peers_runs_on_a_tiny_budget(tmp_path):
     assert set(result["speedups"]) == {"glow_vs_normflows_train_images_per_s", "glow_vs_normflows_sample_images_per_s"}
     assert (tmp_path / "peers_2s_curves.png").exists() and (tmp_path / "peers_2s_samples_fvae.png").exists()
 
+    # --keep: rows already there are kept (in --models order), nothing is trained again
+    command = [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--iw-samples", "2", "--score-samples", "50",
+               "--curve-points", "2", "--out", str(tmp_path), "--keep", "--models", "glow", "fvae"]
+    kept = subprocess.run(command + ["--budget", "2"], capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 0 and "== " not in kept.stdout, kept.stdout + kept.stderr
+    rows = json.loads((tmp_path / "peers_2s.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["glow", "fvae"] and rows[1] == result["rows"][0]
+    other = subprocess.run(command + ["--budget", "2", "--name", "peers_2s", "--iw-samples", "3"],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "other settings" in other.stderr
+
 
 def test_flow_speed_times_the_convolutions_of_the_glow_preset():
     sys.path.insert(0, str(BENCHMARKS))
