@@ -276,23 +276,30 @@ def main() -> None:
     scorer = scorer_for(args.data, None, test_set, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, work = kept_rows(args), Path(tempfile.mkdtemp(prefix="fvae-peers-"))
-    kept = "".join(f" The rows of {', '.join(r['model'] for r in rows)} are kept from an earlier run (--keep)."
-                   for _ in rows[:1])
-    for name in [m for m in args.models if m not in {r["model"] for r in rows}]:
+    kept = [r["model"] for r in rows]
+    for name in [m for m in args.models if m not in kept]:
         rows.append(run_model(name, args, train_images, test_images, data, scorer, work))
-        plot_curves(rows, args.out / f"{args.name}_curves.png")
-        note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads; the peers: batch {args.batch}, "
-                f"Adam {args.lr}; fvae's models: their presets'; {args.data}: {len(train_images):,} training images, "
-                f"bits/dim on all {len(test_images):,} test images (exact for flows; IW bound with "
-                f"K = {args.iw_samples} and ELBO for VAEs); sample score "
-                f"({scorer.name}, recognizable by rule '{scorer.judge.recognizable_rule}') of {args.score_samples} "
-                f"samples at each model's own temperature, then at every temperature of the sweep; the last table "
-                f"from {args.curve_points} scored points along training ({args.name}_curves.png).{kept}\n")
-        speedups = glow_speedups(rows)
-        write_report(args.out, args.name, f"`python benchmarks/compare_peers.py {' '.join(sys.argv[1:])}`\n\n"
-                     + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + note,
-                     {"rows": rows, "speedups": speedups, "data": args.data, "budget_s": args.budget,
-                      "iw_samples": args.iw_samples, "features": scorer.name})
+        report(args, rows, kept, scorer, len(train_images), len(test_images))
+    if len(kept) == len(rows):  # nothing ran: the kept rows, in --models order
+        report(args, rows, kept, scorer, len(train_images), len(test_images))
+
+
+def report(args, rows: list[dict], kept: list[str], scorer, num_train: int, num_test: int) -> None:
+    """Write NAME.md, NAME.json and NAME_curves.png for the rows so far."""
+    plot_curves(rows, args.out / f"{args.name}_curves.png")
+    note = (f"\n\nbudget {args.budget:.0f} s per model, {args.threads} threads; the peers: batch {args.batch}, "
+            f"Adam {args.lr}; fvae's models: their presets'; {args.data}: {num_train:,} training images, "
+            f"bits/dim on all {num_test:,} test images (exact for flows; IW bound with "
+            f"K = {args.iw_samples} and ELBO for VAEs); sample score "
+            f"({scorer.name}, recognizable by rule '{scorer.judge.recognizable_rule}') of {args.score_samples} "
+            f"samples at each model's own temperature, then at every temperature of the sweep; the last table "
+            f"from {args.curve_points} scored points along training ({args.name}_curves.png)."
+            + (f" The rows of {', '.join(kept)} are kept from an earlier run (--keep)." if kept else "") + "\n")
+    speedups = glow_speedups(rows)
+    write_report(args.out, args.name, f"`python benchmarks/compare_peers.py {' '.join(sys.argv[1:])}`\n\n"
+                 + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + note,
+                 {"rows": rows, "speedups": speedups, "data": args.data, "budget_s": args.budget,
+                  "iw_samples": args.iw_samples, "features": scorer.name})
 
 
 if __name__ == "__main__":

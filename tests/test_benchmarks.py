@@ -84,6 +84,7 @@ def test_memory_format_benchmark_runs(tmp_path):
     assert all(row[v] > 0 for v in ("fvae's choice", "nchw", "channels_last"))
 
 
+@pytest.mark.slow  # every GPU measurement at toy sizes, compiled ones included
 def test_gpu_check_runs_in_its_cpu_dry_run_mode(tmp_path):
     done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run", "--no-compile", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=900,

@@ -129,6 +129,7 @@ def test_entropy_floor_holds_in_bf16(kind):
     assert all(b >= floor for b in bounds.values()), bounds
 
 
+@pytest.mark.slow  # two minutes of compilation on 2 cores
 def test_compiled_training_matches_eager_and_resumes_from_its_checkpoints(tmp_path):
     common = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
               "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.checkpoint_every=3"]

@@ -293,8 +293,8 @@ def test_bad_config_files_are_refused_in_one_line(tmp_path, text, message):
 
 
 def test_the_real_command_shows_no_traceback_for_bad_values(tmp_path):
-    for args in (["train.lr=abc"], ["--batch-size", "0"], ["--max-steps", "-5"], ["model.flow_levels=0"],
-                 ["--data", str(tmp_path / "nowhere")], ["--config", str(tmp_path / "missing.yaml")]):
+    # one of each way in (an override, a flag, a path); every hostile value is checked in-process above
+    for args in (["train.lr=abc"], ["--batch-size", "0"], ["--data", str(tmp_path / "nowhere")]):
         line = one_line_error(cli("train", "--out", tmp_path / "run", *args))
         assert line.startswith("fvae train: error:"), line
         assert not (tmp_path / "run").exists()
