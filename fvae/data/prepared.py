@@ -48,9 +48,11 @@ class PreparedImages(Dataset):
         if prepared_shape != tuple(image_shape):
             raise DataError(f"{self.root} was prepared for images of shape {prepared_shape}, the model "
                             f"takes {tuple(image_shape)}; prepare it again with the model's preset")
+        self.image_shape = tuple(image_shape)
         self.labels = torch.from_numpy(self._load(f"{split}_labels.npy", (self.count,)))
-        self._load(f"{split}_images.npy", (self.count, *image_shape), mmap_mode="r")  # checked, then closed
         self.images: np.ndarray | None = None
+        self._array()  # checked now, not mid-training
+        self.images = None  # each loader worker maps the file itself
 
     def _load(self, name: str, shape: tuple[int, ...], mmap_mode: str | None = None) -> np.ndarray:
         path = self.root / name
@@ -68,7 +70,7 @@ class PreparedImages(Dataset):
 
     def _array(self) -> np.ndarray:
         if self.images is None:
-            self.images = np.load(self.root / f"{self.split}_images.npy", mmap_mode="r")
+            self.images = self._load(f"{self.split}_images.npy", (self.count, *self.image_shape), mmap_mode="r")
         return self.images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
