@@ -236,7 +236,7 @@ class RunConfig:
     preset: str = "mnist"
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return as_plain_dict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> "RunConfig":
@@ -276,6 +276,11 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"cannot read config file {path}: {error}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from error
+
+
+def as_plain_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as nested dicts and lists (tuples become lists), ready for JSON or YAML."""
+    return _plain(dataclasses.asdict(config))
 
 
 def _plain(value: Any) -> Any:

@@ -12,7 +12,6 @@ inherit the mixin, so this module never imports the models.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 
-from fvae.config import ConfigError, ModelConfig
+from fvae.config import ConfigError, ModelConfig, as_plain_dict
 from fvae.models.weights import WeightsError, load_weights
 from fvae.version import __version__ as VERSION
 
@@ -82,7 +81,7 @@ class HubMixin(PyTorchModelHubMixin, library_name="fvae", tags=["fvae", "f-vae",
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "README.md").write_text(_model_card(self.config, metrics, preset))
-        config = {"fvae_version": VERSION, "model": _plain(dataclasses.asdict(self.config))}
+        config = {"fvae_version": VERSION, "model": as_plain_dict(self.config)}
         return super().save_pretrained(folder, config=config, **kwargs)
 
     @classmethod
@@ -122,14 +121,6 @@ def class_of_kind(kind: str) -> type[HubMixin]:
             return candidate
         pending.extend(candidate.__subclasses__())
     raise PretrainedError(f"no model class of kind {kind!r} is defined")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def read_model_config(config: dict | None, source: str) -> ModelConfig:

@@ -49,8 +49,14 @@ def _groups(channels: int, most: int = 8) -> int:
     return max(g for g in range(1, most + 1) if channels % g == 0)
 
 
-def _hidden(channels: int, hidden: int | None) -> int:
-    return channels if hidden is None else hidden
+def _residual_stages(widths: list[int], blocks: int, hidden: int | None) -> tuple[nn.ModuleList, list]:
+    """One stage of ``blocks`` residual blocks per width, each block ``hidden`` wide (``None``: as
+    wide as its input), with its weights in the memory format :func:`memory_format_for` picks for it."""
+    stages, formats = nn.ModuleList(), [memory_format_for(c) for c in widths]
+    for c, memory_format in zip(widths, formats):
+        stage = nn.Sequential(*[ResidualBlock(c, c if hidden is None else hidden) for _ in range(blocks)])
+        stages.append(stage.to(memory_format=memory_format))
+    return stages, formats
 
 
 class Encoder(nn.Module):
@@ -64,11 +70,7 @@ class Encoder(nn.Module):
     def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
         super().__init__()
         widths = [channels * 4 ** (l + 1) for l in range(levels)]
-        self.stages = nn.ModuleList(
-            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
-        self.formats = [memory_format_for(c) for c in widths]
-        for stage, memory_format in zip(self.stages, self.formats):  # weights in the format of their inputs
-            stage.to(memory_format=memory_format)
+        self.stages, self.formats = _residual_stages(widths, blocks, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_fp32(x)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
@@ -86,11 +88,7 @@ class Decoder(nn.Module):
     def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
         super().__init__()
         widths = [channels * 4 ** l for l in range(levels, 0, -1)]
-        self.stages = nn.ModuleList(
-            nn.Sequential(*[ResidualBlock(c, _hidden(c, hidden)) for _ in range(blocks)]) for c in widths)
-        self.formats = [memory_format_for(c) for c in widths]
-        for stage, memory_format in zip(self.stages, self.formats):  # weights in the format of their inputs
-            stage.to(memory_format=memory_format)
+        self.stages, self.formats = _residual_stages(widths, blocks, hidden)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         v = to_fp32(v)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
