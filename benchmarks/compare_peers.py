@@ -120,15 +120,21 @@ class PeerRun:
 
 
 def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
+    """Mean bits/dim of each bound the adapter gives, and for each its median and largest per image."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    sums, n = {}, 0
+    nats = {}
     for i in range(0, len(test_images), 50):
         x = dequantize(test_images[i:i + 50], g)
-        for key, nats in adapter.nll(x, num_samples).items():
-            sums[key] = sums.get(key, 0.0) + nats.sum().item()
-        n += len(x)
-    return {f"{key}_bpd": round(bits_per_dim(total / n, x[0].numel()), 4) for key, total in sums.items()}
+        for key, value in adapter.nll(x, num_samples).items():
+            nats.setdefault(key, []).append(value.double())
+    d, result = x[0].numel(), {}
+    for key, parts in nats.items():
+        per_image = torch.cat(parts)
+        result |= {f"{key}_bpd": round(bits_per_dim(per_image.mean().item(), d), 4),
+                   f"{key}_bpd_median": round(bits_per_dim(per_image.median().item(), d), 4),
+                   f"{key}_bpd_max": round(bits_per_dim(per_image.max().item(), d), 4)}
+    return result
 
 
 def draw(adapter, num: int, seed: int, temperature: float) -> tuple[torch.Tensor, float]:
@@ -264,6 +270,8 @@ def main() -> None:
     p.add_argument("--curve-points", type=int, default=8, help="scored points along training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="result name (default: peers[_fashion][_BUDGET])")
+    p.add_argument("--runs", type=Path, help="keep the run folders of fvae's models here, for fvae eval, sample, "
+                                            "... (default: a temporary folder)")
     p.add_argument("--keep", action="store_true",
                    help="keep the rows of models that NAME.json already holds (same data, budget and K); run the rest")
     args = p.parse_args()
@@ -275,7 +283,7 @@ def main() -> None:
     train_images, test_images = train_set.tensors[0], test_set.tensors[0]
     scorer = scorer_for(args.data, None, test_set, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, work = kept_rows(args), Path(tempfile.mkdtemp(prefix="fvae-peers-"))
+    rows, work = kept_rows(args), args.runs or Path(tempfile.mkdtemp(prefix="fvae-peers-"))
     kept = [r["model"] for r in rows]
     for name in [m for m in args.models if m not in kept]:
         rows.append(run_model(name, args, train_images, test_images, data, scorer, work))

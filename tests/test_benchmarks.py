@@ -14,8 +14,8 @@ def test_compare_peers_runs_on_a_tiny_budget(tmp_path):
     pytest.importorskip("normflows")
     pytest.importorskip("pythae")
     done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_peers.py"), "--budget", "2", "--iw-samples", "2",
-                           "--score-samples", "50", "--curve-points", "2", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+                           "--score-samples", "50", "--curve-points", "2", "--out", str(tmp_path),
+                           "--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "peers_2s.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["fvae", "vae", "glow", "normflows_glow", "pythae_vae",
@@ -26,10 +26,14 @@ def test_compare_peers_runs_on_a_tiny_budget(tmp_path):
         assert set(row["by_temperature"]) == {"1", "0.8", "0.6"}
         assert all("sharpness" in s for s in row["by_temperature"].values())
         assert ("exact_bpd" in row) or (row["iw_bpd"] <= row["elbo_bpd"] + 0.05)
+        bound = "exact" if "exact_bpd" in row else "iw"
+        assert row[f"{bound}_bpd_median"] <= row[f"{bound}_bpd_max"] and row[f"{bound}_bpd"] <= row[f"{bound}_bpd_max"]
         # two scored points, the second after the whole budget; steps only grow
         assert len(row["curve"]) == 2 and row["curve"][0]["steps"] <= row["curve"][1]["steps"] == row["steps"]
     assert set(result["speedups"]) == {"glow_vs_normflows_train_images_per_s", "glow_vs_normflows_sample_images_per_s"}
     assert (tmp_path / "peers_2s_curves.png").exists() and (tmp_path / "peers_2s_samples_fvae.png").exists()
+    # fvae's models' run folders kept with --runs, for fvae eval and the other commands
+    assert all((tmp_path / "runs" / m / "summary.json").exists() for m in ("fvae", "vae", "glow"))
 
     # --keep: rows already there are kept (in --models order), nothing is trained again
     command = [sys.executable, str(BENCHMARKS / "compare_peers.py"), "--iw-samples", "2", "--score-samples", "50",

@@ -26,3 +26,21 @@ def test_bits_per_dim_of_a_known_gaussian_density():
     entropy_nats = 4 * gaussian.entropy() - model.log_jacobian
     assert analytic == pytest.approx(bits_per_dim(entropy_nats.item(), 16), abs=4 * math.sqrt(8 / 20_000) / (16 * math.log(2)))
     torch.testing.assert_close(to_patches(model, x), patches)
+
+
+def test_median_and_worst_image_show_an_outlier_the_mean_hides():
+    """One image the model gives almost no probability moves the mean and the maximum, not the
+    median; each equals the per-image figure computed directly."""
+    model, gaussian = affine_glow()
+    torch.manual_seed(1)
+    x = from_patches(model, gaussian.sample((999, 4)))
+    outlier = from_patches(model, gaussian.mean + 40 * gaussian.stddev * torch.ones(1, 4, 4))
+    per_image = -model.exact_log_likelihood(torch.cat([x, outlier])).double()
+    clean = likelihood_bits_per_dim(model, x.split(500), num_samples=0)
+    result = likelihood_bits_per_dim(model, torch.cat([x, outlier]).split(500), num_samples=0)
+    assert result["exact_bpd_max"] == pytest.approx(bits_per_dim(per_image.max().item(), 16), rel=1e-9)
+    assert result["exact_bpd_max"] == pytest.approx(bits_per_dim(per_image[-1].item(), 16), rel=1e-9)
+    assert result["exact_bpd_median"] == pytest.approx(bits_per_dim(per_image.median().item(), 16), rel=1e-9)
+    assert result["exact_bpd"] - clean["exact_bpd"] > 0.5
+    assert abs(result["exact_bpd_median"] - clean["exact_bpd_median"]) < 0.01
+    assert "iw_bpd" not in result and result["elbo_bpd_max"] >= result["elbo_bpd_median"]
