@@ -44,7 +44,7 @@ from fvae.cli import parse_duration  # noqa: E402
 from fvae.config import DataConfig  # noqa: E402
 from fvae.data import dequantize, load_dataset  # noqa: E402
 from fvae.presets import run_config  # noqa: E402
-from fvae.scoring.metrics import bits_per_dim  # noqa: E402
+from fvae.scoring.metrics import bits_per_dim_summary  # noqa: E402
 from fvae.scoring.score import SCORE_KEYS, scorer_for  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
@@ -127,14 +127,9 @@ def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
     for i in range(0, len(test_images), 50):
         x = dequantize(test_images[i:i + 50], g)
         for key, value in adapter.nll(x, num_samples).items():
-            nats.setdefault(key, []).append(value.double())
-    d, result = x[0].numel(), {}
-    for key, parts in nats.items():
-        per_image = torch.cat(parts)
-        result |= {f"{key}_bpd": round(bits_per_dim(per_image.mean().item(), d), 4),
-                   f"{key}_bpd_median": round(bits_per_dim(per_image.median().item(), d), 4),
-                   f"{key}_bpd_max": round(bits_per_dim(per_image.max().item(), d), 4)}
-    return result
+            nats.setdefault(key, []).append(value)
+    return {k: round(v, 4) for key, parts in nats.items()
+            for k, v in bits_per_dim_summary(key, torch.cat(parts), x[0].numel()).items()}
 
 
 def draw(adapter, num: int, seed: int, temperature: float) -> tuple[torch.Tensor, float]:

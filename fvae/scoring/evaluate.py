@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fvae.data import dequantize
 from fvae.models import LatentFlowModel
-from fvae.scoring.metrics import bits_per_dim, psnr
+from fvae.scoring.metrics import bits_per_dim, bits_per_dim_summary, psnr
 from fvae.scoring.score import SampleScorer
 
 
@@ -37,13 +37,10 @@ def likelihood_bits_per_dim(model: LatentFlowModel, batches: Iterable[torch.Tens
             nats["exact"].append(-exact(x).double().cpu())
         se += (model.decode(model.encode(x)) - x).pow(2).flatten(1).mean(1).sum().item()
         count += len(x)
-    d, result = model.num_dims, {}
+    result = {}
     for key, parts in nats.items():
         if parts:
-            per_image = torch.cat(parts)
-            result[f"{key}_bpd"] = bits_per_dim(per_image.mean().item(), d)
-            result[f"{key}_bpd_median"] = bits_per_dim(per_image.median().item(), d)
-            result[f"{key}_bpd_max"] = bits_per_dim(per_image.max().item(), d)
+            result |= bits_per_dim_summary(key, torch.cat(parts), model.num_dims)
     mse = se / count
     result.update(recon_mse=mse, psnr=psnr(mse) if mse > 0 else math.inf, num_images=count)
     return result

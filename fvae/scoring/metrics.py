@@ -15,6 +15,16 @@ def bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | fl
     return (nats + num_dims * math.log(256)) / (num_dims * math.log(2))
 
 
+def bits_per_dim_summary(name: str, nats: torch.Tensor, num_dims: int) -> dict[str, float]:
+    """``{name}_bpd``, ``{name}_bpd_median`` and ``{name}_bpd_max``: the mean, the median and the
+    largest of per-image nats ``(N,)``, each in bits/dim (a mean far above its median comes from a few
+    images the model gives almost no probability)."""
+    nats = nats.double()
+    return {f"{name}_bpd": bits_per_dim(nats.mean().item(), num_dims),
+            f"{name}_bpd_median": bits_per_dim(nats.median().item(), num_dims),
+            f"{name}_bpd_max": bits_per_dim(nats.max().item(), num_dims)}
+
+
 def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor | float:
     """Peak signal-to-noise ratio in dB of a mean squared error on images in ``[0, peak]``."""
     if isinstance(mse, torch.Tensor):
