@@ -22,6 +22,13 @@ that the result holds each model's score against training time (the time-to-qual
 
 Writes benchmarks/results/NAME.{md,json}, NAME_curves.png and NAME_samples_MODEL.png, with NAME
 ``peers``, plus ``_fashion`` on Fashion-MNIST and ``_30m`` (the budget) for budgets other than 8m.
+
+``--conditional`` trains fvae's models class-conditional (``model.num_classes=10``): samples are
+drawn for every class alike and scored with ``class_accuracy`` too, the bounds are the conditional
+``-log p(x|y)`` beside the marginal ``-log sum_y p(x|y) p(y)`` (``marginal_bpd``: exact for Glow,
+else the IW bound with --marginal-samples a class on the first --marginal-images test images), and
+the unconditional rows of the same data and budget, where they exist, are shown beside them.
+NAME is then ``conditional[_fashion][_BUDGET]``.
 """
 from __future__ import annotations
 
@@ -41,11 +48,11 @@ from report import markdown_table, parser, write_report  # noqa: E402
 
 import fvae  # noqa: E402
 from fvae.cli import parse_duration  # noqa: E402
-from fvae.config import DataConfig  # noqa: E402
+from fvae.config import DataConfig, apply_overrides  # noqa: E402
 from fvae.data import dequantize, load_dataset  # noqa: E402
 from fvae.presets import run_config  # noqa: E402
 from fvae.scoring.metrics import bits_per_dim_summary  # noqa: E402
-from fvae.scoring.score import SCORE_KEYS, scorer_for  # noqa: E402
+from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS, scorer_for  # noqa: E402
 
 MODELS = ("fvae", "vae", "glow", "normflows_glow", "pythae_vae", "pythae_vae_iaf")
 FVAE_MODELS = ("fvae", "vae", "glow", "composite")
@@ -53,12 +60,18 @@ SWEEP = (1.0, 0.8, 0.6)
 MILESTONES = (0.1, 0.3, 0.5)
 
 
-def result_name(data: str, budget: float) -> str:
-    """``peers``, ``peers_fashion``, ``peers_30m``, ``peers_fashion_30m`` ..."""
-    name = "peers" + ("_fashion" if data == "fashion-mnist" else "")
+def result_name(data: str, budget: float, conditional: bool = False) -> str:
+    """``peers``, ``peers_fashion``, ``peers_30m``, ``peers_fashion_30m``, ``conditional_fashion`` ..."""
+    name = ("conditional" if conditional else "peers") + ("_fashion" if data == "fashion-mnist" else "")
     if budget != 480:
         name += f"_{budget / 60:g}m" if budget % 60 == 0 else f"_{budget:g}s"
     return name
+
+
+def class_labels(adapter, num: int) -> torch.Tensor | None:
+    """Every class alike for a class-conditional adapter (``0, 1, ..., 9, 0, ...``), else None."""
+    classes = getattr(adapter, "num_classes", 0)
+    return torch.arange(num) % classes if classes else None
 
 
 def batches_forever(images: torch.Tensor, batch: int, seed: int):
@@ -73,13 +86,14 @@ class FvaeRun:
     """One of fvae's models trained as ``fvae train`` trains it, piece by piece: each call of
     :meth:`train_until` resumes the run (exactly) to a total of ``seconds`` of training time."""
 
-    def __init__(self, name: str, preset: str, data: DataConfig, seed: int, work: Path):
-        config = run_config(name, preset)
+    def __init__(self, name: str, preset: str, data: DataConfig, seed: int, work: Path, overrides: list[str],
+                 marginal_samples: int = 10):
+        config = apply_overrides(run_config(name, preset), overrides)
         self.config = dataclasses.replace(config, data=data, train=dataclasses.replace(
             config.train, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
             sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
         self.out, self.started = work / name, False
-        self.adapter, self.summary = FvaeAdapter(name), {}
+        self.adapter, self.summary = FvaeAdapter(self.config.model, marginal_samples), {}
 
     def train_until(self, seconds: float) -> dict:
         config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, max_time=seconds))
@@ -119,36 +133,46 @@ class PeerRun:
                 "batch": self.batch, "lr": self.lr}
 
 
-def evaluate(adapter, test_images, num_samples: int, seed: int) -> dict:
-    """Mean bits/dim of each bound the adapter gives, and for each its median and largest per image."""
+def evaluate(adapter, test_images, test_labels, num_samples: int, seed: int, marginal_images: int) -> dict:
+    """Mean bits/dim of each bound the adapter gives, and for each its median and largest per image;
+    a class-conditional adapter's marginal bound on the first ``marginal_images`` images."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     nats = {}
     for i in range(0, len(test_images), 50):
         x = dequantize(test_images[i:i + 50], g)
-        for key, value in adapter.nll(x, num_samples).items():
-            nats.setdefault(key, []).append(value)
+        for key, value in adapter.nll(x, num_samples, test_labels[i:i + 50]).items():
+            if key != "marginal" or i < marginal_images:
+                nats.setdefault(key, []).append(value)
     return {k: round(v, 4) for key, parts in nats.items()
             for k, v in bits_per_dim_summary(key, torch.cat(parts), x[0].numel()).items()}
 
 
 def draw(adapter, num: int, seed: int, temperature: float) -> tuple[torch.Tensor, float]:
-    """``num`` samples at ``temperature`` and the seconds they took."""
+    """``num`` samples at ``temperature`` (of every class alike, for a class-conditional adapter) and
+    the seconds they took."""
     torch.manual_seed(seed)
+    labels = class_labels(adapter, num)
     start = time.perf_counter()
-    samples = torch.cat([adapter.sample(min(250, num - i), temperature) for i in range(0, num, 250)])
+    samples = torch.cat([adapter.sample(min(250, num - i), temperature, None if labels is None else labels[i:i + 250])
+                         for i in range(0, num, 250)])
     return samples, time.perf_counter() - start
 
 
-def score(scorer, samples: torch.Tensor) -> dict:
-    """The sample score, rounded; samples that are not finite are counted and scored as blank."""
-    result = scorer.score(samples)
-    return {**{k: round(result[k], 4) for k in SCORE_KEYS}, "nonfinite_samples": result["nonfinite"]}
+def score(scorer, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+    """The sample score, rounded (with ``class_accuracy`` where ``labels`` say what each sample was
+    drawn for); samples that are not finite are counted and scored as blank."""
+    result = scorer.score(samples, labels)
+    return {**{k: round(result[k], 4) for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in result},
+            "nonfinite_samples": result["nonfinite"]}
 
 
-def own_temperature(name: str, preset: str) -> float:
-    """The temperature a model is sampled at by default: its preset's for fvae's models, 1 for the peers."""
-    return run_config(name, preset).train.score_temperature if name in FVAE_MODELS else 1.0
+def own_temperature(name: str, preset: str, overrides: list[str]) -> float:
+    """The temperature a model is sampled at by default: its preset's for fvae's models (after
+    ``--set``), 1 for the peers."""
+    if name not in FVAE_MODELS:
+        return 1.0
+    return apply_overrides(run_config(name, preset), overrides).train.score_temperature
 
 
 def seconds_to(curve: list[dict], share: float) -> float | None:
@@ -156,19 +180,20 @@ def seconds_to(curve: list[dict], share: float) -> float | None:
     return next((p["train_seconds"] for p in curve if p["recognizable"] >= share), None)
 
 
-def run_model(name: str, args, train_images, test_images, data: DataConfig, scorer, work: Path) -> dict:
+def run_model(name: str, args, train_images, test_images, test_labels, data: DataConfig, scorer, work: Path) -> dict:
     torch.manual_seed(args.seed)
-    adapter = build(name)
-    row = {"model": name, "parameters": count_parameters(adapter)}
-    print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
     preset = "fashion-mnist" if args.data == "fashion-mnist" else "mnist"
-    run = (FvaeRun(name, preset, data, args.seed, work) if isinstance(adapter, FvaeAdapter)
-           else PeerRun(adapter, train_images, args.batch, args.lr, args.seed))
-    temperature, curve = own_temperature(name, preset), []
+    run = (FvaeRun(name, preset, data, args.seed, work, args.set, args.marginal_samples) if name in FVAE_MODELS
+           else PeerRun(build(name), train_images, args.batch, args.lr, args.seed))
+    labels = class_labels(run.adapter, args.score_samples)
+    row = {"model": name, "parameters": count_parameters(run.adapter)}
+    print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
+    temperature, curve = own_temperature(name, preset, args.set), []
     for piece in range(1, args.curve_points + 1):
         trained = run.train_until(args.budget * piece / args.curve_points)
         samples, _ = draw(run.adapter, args.score_samples, args.seed, temperature)
-        curve.append({"train_seconds": trained["train_seconds"], "steps": trained["steps"], **score(scorer, samples)})
+        curve.append({"train_seconds": trained["train_seconds"], "steps": trained["steps"],
+                      **score(scorer, samples, labels)})
         print(f"   {curve[-1]}", flush=True)
     adapter = run.adapter
     row |= trained
@@ -176,12 +201,13 @@ def run_model(name: str, args, train_images, test_images, data: DataConfig, scor
     if hasattr(adapter, "fit_sigma"):
         g = torch.Generator().manual_seed(args.seed)
         adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
-    row |= evaluate(adapter, test_images, args.iw_samples, args.seed)
+    row |= evaluate(adapter, test_images, test_labels, args.iw_samples, args.seed, args.marginal_images)
     samples, seconds = draw(adapter, args.score_samples, args.seed, temperature)
     row |= {"sample_images_per_s": round(args.score_samples / seconds, 1), "temperature": temperature,
-            **score(scorer, samples)}
+            **score(scorer, samples, labels)}
     row["by_temperature"] = {f"{t:g}": {k: v for k, v in score(scorer, draw(adapter, args.score_samples, args.seed,
-                                                                             t)[0]).items() if k in SCORE_KEYS}
+                                                                             t)[0], labels).items()
+                                        if k in SCORE_KEYS + CLASS_SCORE_KEYS}
                              for t in SWEEP}
     row["curve"] = curve
     row |= {f"seconds_to_{share:g}_recognizable": seconds_to(curve, share) for share in MILESTONES}
@@ -221,15 +247,27 @@ def glow_speedups(rows: list[dict]) -> dict[str, float]:
             for key in ("train_images_per_s", "sample_images_per_s")}
 
 
+MAIN_COLUMNS = ["model", "parameters", "batch", "steps", "train_images_per_s", "sample_images_per_s", "exact_bpd",
+                "iw_bpd", "elbo_bpd", "marginal_bpd", "temperature", *SCORE_KEYS, *CLASS_SCORE_KEYS,
+                "nonfinite_samples"]
+
+
+def main_table(rows: list[dict]) -> str:
+    """The rows' numbers at each model's own temperature, in the columns some row has."""
+    return markdown_table(rows, [c for c in MAIN_COLUMNS if c in ("model", "exact_bpd", "iw_bpd", "elbo_bpd")
+                                 or any(c in r for r in rows)])
+
+
 def tables(rows: list[dict]) -> str:
-    main = markdown_table(rows, ["model", "parameters", "batch", "steps", "train_images_per_s", "sample_images_per_s",
-                                 "exact_bpd", "iw_bpd", "elbo_bpd", "temperature", *SCORE_KEYS, "nonfinite_samples"])
+    main = main_table(rows)
+    sweep_keys = [("fid", ".1f"), ("recognizable", ".3f"), ("sharpness", ".2f")]
+    if any("class_accuracy" in r for r in rows):
+        sweep_keys.append(("class_accuracy", ".3f"))
     sweep_rows = [{"model": r["model"], **{f"T={t:g}": " / ".join(
-        f"{r['by_temperature'][f'{t:g}'][k]:{fmt}}" for k, fmt in (("fid", ".1f"), ("recognizable", ".3f"),
-                                                                   ("sharpness", ".2f"))) for t in SWEEP}}
+        f"{r['by_temperature'][f'{t:g}'][k]:{fmt}}" for k, fmt in sweep_keys) for t in SWEEP}}
                   for r in rows]
     sweep = markdown_table(sweep_rows, ["model", *(f"T={t:g}" for t in SWEEP)],
-                           headers={f"T={t:g}": f"T={t:g}: fid / recognizable / sharpness" for t in SWEEP})
+                           headers={f"T={t:g}": f"T={t:g}: " + " / ".join(k for k, _ in sweep_keys) for t in SWEEP})
     keys = [f"seconds_to_{s:g}_recognizable" for s in MILESTONES]
     milestones = markdown_table(rows, ["model", *keys], formats={k: ".0f" for k in keys},
                                 headers={k: f"{float(k.split('_')[2]):.0%} recognizable after (s)" for k in keys})
@@ -267,21 +305,35 @@ def main() -> None:
     p.add_argument("--name", help="result name (default: peers[_fashion][_BUDGET])")
     p.add_argument("--runs", type=Path, help="keep the run folders of fvae's models here, for fvae eval, sample, "
                                             "... (default: a temporary folder)")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="overrides of fvae's models' configs, as fvae train takes them (model.flow_levels=3 ...)")
     p.add_argument("--keep", action="store_true",
                    help="keep the rows of models that NAME.json already holds (same data, budget and K); run the rest")
+    p.add_argument("--conditional", action="store_true",
+                   help="fvae's models class-conditional (model.num_classes=10), scored with class_accuracy")
+    p.add_argument("--marginal-samples", type=int, default=10,
+                   help="--conditional: IW samples a class for the marginal bound of the VAE and the f-VAE")
+    p.add_argument("--marginal-images", type=int, default=1000,
+                   help="--conditional: the marginal bound on the first N test images")
     args = p.parse_args()
-    args.name = args.name or result_name(args.data, args.budget)
+    if args.conditional:
+        peers = [m for m in args.models if m not in FVAE_MODELS]
+        if peers and "--models" in sys.argv:
+            p.error(f"--conditional trains fvae's models only, not {peers}")
+        args.models = [m for m in args.models if m in FVAE_MODELS]
+        args.set = ["model.num_classes=10", *args.set]
+    args.name = args.name or result_name(args.data, args.budget, args.conditional)
     args.iw_samples = args.iw_samples or (100 if args.data == "embedded" else 10)
     torch.set_num_threads(args.threads)
     data = DataConfig(args.data, args.data_root, download=False)
     train_set, test_set = (load_dataset(data, split, (1, 28, 28)) for split in ("train", "test"))
-    train_images, test_images = train_set.tensors[0], test_set.tensors[0]
+    train_images, (test_images, test_labels) = train_set.tensors[0], test_set.tensors
     scorer = scorer_for(args.data, None, test_set, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, work = kept_rows(args), args.runs or Path(tempfile.mkdtemp(prefix="fvae-peers-"))
     kept = [r["model"] for r in rows]
     for name in [m for m in args.models if m not in kept]:
-        rows.append(run_model(name, args, train_images, test_images, data, scorer, work))
+        rows.append(run_model(name, args, train_images, test_images, test_labels, data, scorer, work))
         report(args, rows, kept, scorer, len(train_images), len(test_images))
     if len(kept) == len(rows):  # nothing ran: the kept rows, in --models order
         report(args, rows, kept, scorer, len(train_images), len(test_images))
@@ -299,10 +351,22 @@ def report(args, rows: list[dict], kept: list[str], scorer, num_train: int, num_
             f"from {args.curve_points} scored points along training ({args.name}_curves.png)."
             + (f" The rows of {', '.join(kept)} are kept from an earlier run (--keep)." if kept else "") + "\n")
     speedups = glow_speedups(rows)
+    record = {"rows": rows, "speedups": speedups, "data": args.data, "budget_s": args.budget,
+              "iw_samples": args.iw_samples, "features": scorer.name}
+    beside = ""
+    if args.conditional:
+        note = note.rstrip() + (f" Conditional bounds are -log p(x|y) at each test image's label; marginal_bpd "
+                                f"bounds -log sum_y p(x|y) p(y) (exact for Glow; IW with K = "
+                                f"{args.marginal_samples} a class otherwise) on the first {args.marginal_images:,} "
+                                f"test images; samples drawn for every class alike.\n")
+        unconditional = args.out / f"{result_name(args.data, args.budget)}.json"
+        if unconditional.exists():
+            record["unconditional"] = [r for r in json.loads(unconditional.read_text())["rows"]
+                                       if r["model"] in args.models]
+            beside = (f"\n\nThe same models unconditional ({unconditional.name}):\n\n"
+                      + main_table(record["unconditional"]))
     write_report(args.out, args.name, f"`python benchmarks/compare_peers.py {' '.join(sys.argv[1:])}`\n\n"
-                 + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + note,
-                 {"rows": rows, "speedups": speedups, "data": args.data, "budget_s": args.budget,
-                  "iw_samples": args.iw_samples, "features": scorer.name})
+                 + tables(rows) + "".join(f"\n- {k}: {v}x" for k, v in speedups.items()) + beside + note, record)
 
 
 if __name__ == "__main__":

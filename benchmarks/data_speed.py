@@ -59,7 +59,7 @@ def loader_rate(dataset, batch: int, workers: int, seconds: float) -> float:
     next(stream)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        _, images, _ = next(stream)
+        _, images, _, _ = next(stream)
         count += len(images)
     return count / (time.perf_counter() - start)
 

@@ -5,10 +5,11 @@ Every adapter works on images ``x`` in ``[0, 1)`` (uniformly dequantized 8-bit p
 reports nats on that scale, so one formula, ``bpd = (nats + D ln 256) / (D ln 2)``, serves all:
 
 * ``train_loss(x)``: the scalar the model's own library trains on;
-* ``nll(x, num_samples)``: dict of per-example nats: ``elbo`` (negative ELBO), ``iw`` (the
-  importance-weighted bound) or ``exact`` (flows);
-* ``sample(n, temperature)``: ``(n, C, H, W)`` images in ``[0, 1]``, the prior's standard
-  deviation scaled by ``temperature``.
+* ``nll(x, num_samples, labels)``: dict of per-example nats: ``elbo`` (negative ELBO), ``iw`` (the
+  importance-weighted bound) or ``exact`` (flows); for a class-conditional model (fvae's, with
+  ``labels``) these are ``-log p(x|y)``, and ``marginal`` bounds ``-log sum_y p(x|y) p(y)``;
+* ``sample(n, temperature, labels)``: ``(n, C, H, W)`` images in ``[0, 1]``, the prior's standard
+  deviation scaled by ``temperature`` (a class-conditional model's drawn for ``labels``).
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ from fvae.models.base import LOG_2PI
 
 
 class FvaeAdapter:
-    def __init__(self, kind: str, preset: str = "mnist"):
-        self.model = fvae.build_model(kind, preset)
+    """One of fvae's models, built from its :class:`fvae.ModelConfig`."""
+
+    def __init__(self, config: fvae.ModelConfig, marginal_samples: int = 10):
+        self.model = fvae.model_from_config(config)
         self.exact = hasattr(self.model, "exact_log_likelihood")
+        self.num_classes, self.marginal_samples = config.num_classes, marginal_samples
 
     def parameters(self):
         return self.model.parameters()
@@ -33,17 +37,21 @@ class FvaeAdapter:
         return self.model.loss(x).mean() / self.model.num_dims
 
     @torch.no_grad()
-    def nll(self, x, num_samples):
-        out = {"elbo": self.model.loss(x)}
+    def nll(self, x, num_samples, labels=None):
+        y = labels if self.num_classes else None
+        out = {"elbo": self.model.loss(x, y)}
         if self.exact:
-            out["exact"] = -self.model.exact_log_likelihood(x)
+            out["exact"] = -self.model.exact_log_likelihood(x, y)
         else:
-            out["iw"] = -self.model.log_likelihood(x, num_samples)
+            out["iw"] = -self.model.log_likelihood(x, num_samples, labels=y)
+        if self.num_classes:
+            out["marginal"] = (-self.model.exact_marginal_log_likelihood(x) if self.exact
+                               else -self.model.marginal_log_likelihood(x, self.marginal_samples))
         return out
 
     @torch.no_grad()
-    def sample(self, n, temperature=1.0):
-        return self.model.sample(n, temperature)
+    def sample(self, n, temperature=1.0, labels=None):
+        return self.model.sample(n, temperature, labels if self.num_classes else None)
 
 
 class NormflowsGlow:
@@ -75,11 +83,11 @@ class NormflowsGlow:
         return self.model.forward_kld(x) / self.num_dims
 
     @torch.no_grad()
-    def nll(self, x, num_samples):
+    def nll(self, x, num_samples, labels=None):
         return {"exact": -self.model.log_prob(x, None)}
 
     @torch.no_grad()
-    def sample(self, n, temperature=1.0):
+    def sample(self, n, temperature=1.0, labels=None):
         return self.model.sample(n, temperature=temperature)[0].clamp(0, 1)
 
 
@@ -139,7 +147,7 @@ class PythaeVAE:
         self.log_sigma = 0.5 * math.log(sq / n)
 
     @torch.no_grad()
-    def nll(self, x, num_samples):
+    def nll(self, x, num_samples, labels=None):
         self.model.eval()
         elbo = -self._log_weights(x)
         xs = x.repeat_interleave(num_samples, 0)
@@ -148,7 +156,7 @@ class PythaeVAE:
         return {"elbo": elbo, "iw": iw}
 
     @torch.no_grad()
-    def sample(self, n, temperature=1.0):
+    def sample(self, n, temperature=1.0, labels=None):
         z = temperature * torch.randn(n, self.model.latent_dim)  # the prior is on the flow's output z_K
         return self.model.decoder(z)["reconstruction"].clamp(0, 1)
 
@@ -156,7 +164,7 @@ class PythaeVAE:
 def build(name: str):
     """The adapter of a model named in compare_peers.py."""
     if name in ("fvae", "vae", "glow", "composite"):
-        return FvaeAdapter(name)
+        return FvaeAdapter(fvae.model_config(name, "mnist"))
     if name == "normflows_glow":
         cfg = fvae.model_config("glow", "mnist")
         return NormflowsGlow(cfg.flow_levels, cfg.flow_steps, cfg.flow_width)

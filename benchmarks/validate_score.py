@@ -13,6 +13,8 @@ rows are the reference, the odd rows are degraded in graded steps (fvae.scoring.
 additive noise, uniform noise, shuffled patches) and scored. Then the spread of each number over
 seeds, for 1,000 images: real images (1,000 drawn from the training split per seed, against the
 full test split) and, for each ``--run``, 1,000 samples per seed at the run's score temperature.
+``class_accuracy`` (the share of images the judge reads as the class they are said to be) of the
+held-out half with its own labels, and with those labels shuffled.
 Writes benchmarks/results/score_validation{,_fashion}.{md,json}.
 """
 from __future__ import annotations
@@ -100,6 +102,10 @@ def main() -> None:
     judge = load_judge(args.data, None, 1)
     half = SampleScorer(judge, images[0::2], f"judge-{args.data}, even rows of the first {held_out} test images")
     rows = graded(half, images[1::2], seed=0)
+    labels = test.tensors[1][:held_out][1::2]
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    accuracy = {"own labels": half.score(images[1::2], labels)["class_accuracy"],
+                "shuffled labels": half.score(images[1::2], shuffled)["class_accuracy"]}
 
     full = scorer_for(args.data, None, test, 1)
     train = train_set.tensors[0].float() / 255
@@ -114,12 +120,14 @@ def main() -> None:
         spreads[f"samples of {Path(run).name} (T={config.train.score_temperature:g})"] = spread(
             lambda seed: full.score(draw_samples(model, 1000, config.train.score_temperature, seed=seed)),
             args.seeds)
-    table = markdown(rows, spreads)
+    table = markdown(rows, spreads) + (
+        f"\n\nclass_accuracy of the {len(labels)} held-out images: with their own labels "
+        f"{accuracy['own labels']:.3f}, with their labels shuffled {accuracy['shuffled labels']:.3f}\n")
     stem = "score_validation" if args.data == "embedded" else "score_validation_fashion"
     write_report(args.out, stem, f"`{command_line()}` (recognizable: {RECOGNIZABLE_RULES[judge.recognizable_rule]})"
                  f"\n\n{table}", {"graded": rows, "spread_over_seeds": spreads, "seeds": args.seeds,
                                   "features": full.name, "recognizable_rule": judge.recognizable_rule,
-                                  "held_out": held_out})
+                                  "held_out": held_out, "class_accuracy": accuracy})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import re
 import sys
 
 from fvae.config import MODEL_KINDS
+from fvae.data.load import NAMED
 from fvae.presets import PRESETS
 
 
@@ -35,7 +36,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--model", choices=MODEL_KINDS, default="fvae", help="which model of the preset (default: fvae)")
     p.add_argument("--preset", choices=PRESETS, default="mnist", help="named architecture and training config (default: mnist)")
     p.add_argument("--config", help="a YAML file with model/train/data sections (as the run's config.yaml)")
-    p.add_argument("--data", help="'embedded', mnist, fashion-mnist, cifar10, celeba, or an image folder path "
+    p.add_argument("--data", help=f"{', '.join(NAMED)}, or an image folder path "
                                   "(default: the preset's; embedded for mnist)")
     p.add_argument("--data-root", help="where torchvision datasets live, downloaded there when absent and online "
                                        "(default: ~/.cache/fvae)")
@@ -93,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "and its weights)")
     p.add_argument("--compile", action="store_true", help="torch.compile the bounds and the decoder "
                                                           "(pays off for large K and many images)")
-    p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
+    p.add_argument("--data-root", help="where the run's (or --data's) torchvision dataset lives")
+    p.add_argument("--data", help="another dataset of the same image shape: the model's bits/dim on its test split "
+                                  "beside those on its own, per image (bpd-NAME.npy), as histograms, and the "
+                                  "AUROC of bits/dim as an out-of-distribution score (eval-NAME.json)")
+    p.add_argument("--offline", action="store_true", help="never download --data")
 
     p = _run_parser(sub, "sample", "write a PNG grid of samples per temperature", "pictures.cmd_sample")
     p.add_argument("--num", type=int, default=64, help="samples per temperature")
@@ -101,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "train.temperatures)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder (pays off for many samples)")
     p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--classes", type=int, nargs="+", help="a class-conditional model: the classes to draw, "
+                                                          "rows of each (default: every class, a row each)")
 
     p = _run_parser(sub, "reconstruct", "test images beside their reconstructions decode(encode(x))", "pictures.cmd_reconstruct")
     p.add_argument("--num", type=int, default=32, help="test images")
@@ -130,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never download datasets")
     p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
                                                             "and its weights)")
+    p.add_argument("--labels", help="the class each image was drawn for (.npy, .pt, or one integer a line): "
+                                    "adds class_accuracy, the share the judge reads as that class")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.set_defaults(func="evaluate.cmd_score")
 
@@ -156,26 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; errors a user can cause end in one line on stderr: exit code 2 for bad
-    input (config, data, checkpoints, a run folder in use), 1 for a run that failed."""
-    from fvae.data import DataError
-    from fvae.models.weights import WeightsError
-    from fvae.scoring.score import ScoreUnavailable
-    from fvae.training.checkpoint import CheckpointWriteError
-    from fvae.training.runlock import RunLocked
-    from fvae.training.trainer import TrainingDiverged
+    """Run a command; errors a user can cause (:class:`fvae.errors.FvaeError`) end in one line on
+    stderr and their exit code: 2 for bad input (config, data, checkpoints, a run folder in use),
+    1 for a run that failed."""
+    from fvae.errors import FvaeError
 
     args = build_parser().parse_args(argv)
     module, function = args.func.rsplit(".", 1)
     try:
         return getattr(importlib.import_module(f"fvae.commands.{module}"), function)(args)
-    except (CheckpointWriteError, TrainingDiverged) as error:
+    except FvaeError as error:
         print(f"fvae {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except (DataError, WeightsError, ScoreUnavailable, RunLocked, FileExistsError, FileNotFoundError,
-            ValueError) as error:
-        print(f"fvae {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"fvae {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -13,15 +13,17 @@ from typing import Any, ClassVar
 
 import yaml
 
-from fvae.flows.glow import COUPLINGS, MIXINGS
+from fvae.errors import ConfigError
+from fvae.flows.registry import block_names
 
 MODEL_KINDS = ("fvae", "vae", "glow", "composite")
+COUPLINGS = block_names("coupling")
+MIXINGS = block_names("mixing")
 LIKELIHOODS = ("gaussian", "discretized")
 PRECISIONS = ("auto", "32", "bf16")
+SCHEDULES = ("constant", "cosine", "linear")
+LOGGERS = ("tensorboard", "mlflow")
 
-
-class ConfigError(ValueError):
-    """A config value of the wrong type or out of range: names the field, the value and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,11 @@ class ModelConfig:
 
     kind: str = rule("fvae", str, choices=MODEL_KINDS)
     image_shape: tuple[int, int, int] = rule((1, 28, 28), tuple, length=3, item=Rule(int, 1, 8192))
+    # images too small to squeeze far enough are padded, centred, to pad_to x pad_to (Glow pads MNIST
+    # to 32x32): the models work on the padded image, whose extra pixels take the 8-bit value
+    # pad_value (the background), dequantized like the rest; outputs are cropped back
+    pad_to: int | None = rule(None, int, 1, 8192, optional=True)
+    pad_value: int = rule(0, int, 0, 255)
     data_scale: float = rule(2.0, float, above=0, high=1e3)
     # E and G (fvae, composite, vae): squeeze levels x residual blocks of width encoder_hidden
     encoder_levels: int = rule(1, int, 1, 8)
@@ -145,6 +152,9 @@ class ModelConfig:
     flow_width: int = rule(64, int, 1, 8192)
     # the last (top, coarsest) level's steps, where it differs from flow_steps
     flow_top_steps: int | None = rule(None, int, 1, 512, optional=True)
+    # steps and widths level by level (finest first), where they differ between levels
+    flow_level_steps: tuple[int, ...] | None = rule(None, tuple, item=Rule(int, 1, 512), optional=True)
+    flow_level_widths: tuple[int, ...] | None = rule(None, tuple, item=Rule(int, 1, 8192), optional=True)
     # the split-off halves' prior: a zero-init conv3x3 of the kept half (None, Glow's), or a
     # coupling-style net of this width
     split_prior_width: int | None = rule(None, int, 1, 8192, optional=True)
@@ -166,12 +176,44 @@ class ModelConfig:
     latent_dim: int = rule(32, int, 1, 1 << 20)
     # glow: the fixed sigma of case 2 (Gaussian dequantization), in model units
     dequant_sigma: float = rule(1e-3, float, above=0, high=1.0)
+    # the prior on F's top level (the VAE: on its latent): a mixture of this many learned Gaussians
+    # (1 and no classes: N(0, I)); with num_classes > 0 one per class, and the split priors conditional
+    # on the class too: a class-conditional model, trained and sampled with labels
+    prior_components: int = rule(1, int, 1, 4096)
+    num_classes: int = rule(0, int, 0, 1 << 16)
 
     def __post_init__(self):
         check_fields(self)
+        for name in ("flow_level_steps", "flow_level_widths"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.flow_levels:
+                raise ConfigError(f"model.{name}: {list(value)} is not allowed; expected one value per level of the "
+                                  f"flow ({self.flow_levels}, model.flow_levels)")
+        if self.pad_to is not None and self.pad_to < max(self.image_shape[1:]):
+            raise ConfigError(f"model.pad_to: {self.pad_to} is not allowed; expected at least the image's height "
+                              f"and width, {self.image_shape[1]}x{self.image_shape[2]}")
         if self.kind == "glow" and self.likelihood != "gaussian":
             raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
                               f"is case 2's fixed Gaussian; expected 'gaussian'")
+
+
+    def level_steps(self) -> tuple[int, ...]:
+        """Steps of each level of ``F``, finest first: ``flow_level_steps``, else ``flow_steps``
+        at every level, the top's replaced by ``flow_top_steps`` where given."""
+        steps = list(self.flow_level_steps or [self.flow_steps] * self.flow_levels)
+        if self.flow_top_steps:
+            steps[-1] = self.flow_top_steps
+        return tuple(steps)
+
+    def level_widths(self) -> tuple[int, ...]:
+        """The coupling nets' width at each level of ``F``: ``flow_level_widths`` or ``flow_width``."""
+        return tuple(self.flow_level_widths or [self.flow_width] * self.flow_levels)
+
+    @property
+    def model_shape(self) -> tuple[int, int, int]:
+        """The shape the networks see: ``image_shape``, or padded to ``pad_to x pad_to``."""
+        c, h, w = self.image_shape
+        return (c, self.pad_to, self.pad_to) if self.pad_to else (c, h, w)
 
 
 @dataclass(frozen=True)
@@ -189,6 +231,8 @@ class TrainConfig:
     batch_size: int = rule(64, int, 1, 1 << 16)
     lr: float = rule(1e-3, float, above=0, high=10.0)
     warmup_steps: int = rule(100, int, 0, 1 << 40)
+    # after the warm-up: constant, or decayed to 0 at max_steps by a cosine or linearly
+    schedule: str = rule("constant", str, choices=SCHEDULES)
     max_steps: int = rule(1000, int, 1, 1 << 40)
     max_time: float | None = rule(None, float, above=0, high=1e9, optional=True)
     grad_clip: float = rule(10.0, float, above=0, high=1e9)
@@ -206,6 +250,8 @@ class TrainConfig:
     score_temperature: float = rule(1.0, float, above=0, high=10.0)
     max_bad_steps: int = rule(20, int, 1, 1 << 40)
     num_workers: int = rule(0, int, 0, 256)
+    # where scalars and grids go besides the run folder: TensorBoard, or MLflow (pip install 'fvae[mlflow]')
+    logger: str = rule("tensorboard", str, choices=LOGGERS)
     temperatures: tuple[float, ...] = rule((1.0, 0.8), tuple, item=Rule(float, above=0, high=10.0))
 
     def __post_init__(self):

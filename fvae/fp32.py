@@ -30,10 +30,10 @@ def full_precision(method):
     """
 
     @functools.wraps(method)
-    def wrapper(self, *args):
+    def wrapper(self, *args, **kwargs):
         args = [to_fp32(a) if isinstance(a, torch.Tensor) else a for a in args]
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
         with torch.autocast(device, enabled=False):
-            return method(self, *args)
+            return method(self, *args, **kwargs)
 
     return wrapper

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from fvae.errors import InputError
 
 _MNIST = dict(image_shape=(1, 28, 28))
 _CIFAR = dict(image_shape=(3, 32, 32))
@@ -87,9 +88,9 @@ PRESETS = tuple(MODEL_PRESETS)
 def model_config(kind: str, preset: str = "mnist", **overrides) -> ModelConfig:
     """The ``kind`` model of ``preset``, with fields replaced by ``overrides``."""
     if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {PRESETS}")
+        raise InputError(f"unknown preset {preset!r}: expected one of {PRESETS}")
     if kind not in MODEL_PRESETS[preset]:
-        raise ValueError(f"unknown model {kind!r}: expected one of {tuple(MODEL_PRESETS[preset])}")
+        raise InputError(f"unknown model {kind!r}: expected one of {tuple(MODEL_PRESETS[preset])}")
     return dataclasses.replace(MODEL_PRESETS[preset][kind], **overrides)
 
 

@@ -74,3 +74,57 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     assert "no checkpoint at" in done.stderr
     done = fvae_cli("compare", tmp_path)
     assert done.returncode == 2 and "no metrics.jsonl" in done.stderr
+
+
+def test_a_class_conditional_run_draws_the_classes_asked_for_and_reports_both_bounds(tmp_path):
+    run = tmp_path / "cond"
+    ok("train", "--max-steps", 30, "--no-progress", "--out", run, *TINY, "model.num_classes=10")
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["class_accuracy"] <= 1  # the trainer's score of samples drawn for every class
+    ok("sample", run, "--classes", 7, "--num", 16, "--temperatures", 1.0, "--out", tmp_path / "sevens")
+    ok("sample", run, "--temperatures", 1.0, "--out", tmp_path / "all")
+    from PIL import Image
+
+    assert Image.open(tmp_path / "sevens" / "samples_T1.png").size == (8 * 28 + 18, 2 * 28 + 6)
+    assert Image.open(tmp_path / "all" / "samples_T1.png").size == (8 * 28 + 18, 10 * 28 + 22)  # a row a class
+    ok("eval", run, "--num-samples", 2, "--max-images", 32, "--score-samples", 100)
+    metrics = json.loads((run / "eval.json").read_text())["metrics"]
+    assert metrics["marginal_iw_bpd"] >= metrics["iw_bpd"] - 0.05 and "class_accuracy" in metrics
+    ok("interpolate", run, "--rows", 2, "--out", tmp_path / "interp.png")
+    ok("reconstruct", run, "--num", 8, "--out", tmp_path / "recon.png")
+    wrong = fvae_cli("sample", run, "--classes", 12)
+    assert wrong.returncode == 2 and "classes 0..9" in wrong.stderr
+
+
+def test_class_conditional_training_on_unlabelled_images_is_a_one_line_error(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(40):
+        Image.new("L", (28, 28), color=i).save(folder / f"{i}.png")
+    done = fvae_cli("train", "--data", folder, "--max-steps", 2, "--out", tmp_path / "run", *TINY,
+                    "model.num_classes=10")
+    assert done.returncode == 2 and "needs labelled images" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_eval_on_another_dataset_writes_per_image_bits_a_histogram_and_the_auroc(runs, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(50):  # smooth grey blobs: nothing like a digit
+        Image.fromarray((g.random((7, 7)) * 255).astype(np.uint8)).resize((28, 28)).save(folder / f"{i:02d}.png")
+    out = ok("eval", runs / "fvae", "--data", folder, "--num-samples", 2, "--max-images", 40, "--out", tmp_path / "ood")
+    record = json.loads((tmp_path / "ood" / "eval-blobs.json").read_text())["metrics"]
+    own, other = np.load(tmp_path / "ood" / "bpd-embedded.npy"), np.load(tmp_path / "ood" / "bpd-blobs.npy")
+    assert len(own) == 40 and len(other) == 5  # every tenth image of a folder is a test image
+    assert record["in_bpd"] == pytest.approx(own.mean()) and record["out_bpd"] == pytest.approx(other.mean())
+    assert 0 <= record["auroc"] <= 1 and record["splits"]["embedded"]["bound"] == "iw"
+    assert (tmp_path / "ood" / "bpd-embedded-vs-blobs.png").stat().st_size > 5_000
+    assert "AUROC" in out
+    same = fvae_cli("eval", runs / "fvae", "--data", "embedded")
+    assert same.returncode == 2 and "own dataset" in same.stderr

@@ -48,6 +48,22 @@ def test_image_folder_crops_resizes_and_splits(tmp_path):
     assert grey.shape == (1, 16, 16)
 
 
+def test_an_image_folder_of_class_subfolders_gives_their_labels(tmp_path):
+    from fvae.data.labels import class_counts, dataset_labels
+
+    for name, count in (("cat", 12), ("dog", 8), ("emu", 10)):
+        for i in range(count):
+            _write(tmp_path / name / f"{i:02d}.png", np.full((20, 20, 3), 50, dtype=np.uint8))
+    train = load_dataset(DataConfig(str(tmp_path)), "train", (3, 16, 16))
+    assert train.classes == ["cat", "dog", "emu"]
+    labels = dataset_labels(train)
+    assert [train[i][1] for i in range(len(train))] == labels.tolist()
+    assert class_counts(train, 3, "pets").tolist() == [sum(labels == c).item() for c in range(3)]
+    assert labels.min() == 0 and labels.max() == 2
+    with pytest.raises(DataError, match="set model.num_classes=3"):
+        class_counts(train, 2, "pets")
+
+
 def test_unreadable_image_is_named(tmp_path):
     _write(tmp_path / "good.png", np.zeros((32, 32), dtype=np.uint8))
     (tmp_path / "broken.png").write_bytes(b"this is not a png")
@@ -227,8 +243,8 @@ def test_worker_processes_deliver_the_batches_of_one_process():
     one = EpochBatches(dataset, 32, seed=5).from_step(120)
     many = EpochBatches(dataset, 32, seed=5, num_workers=2).from_step(120)
     for _ in range(8):  # across the epoch boundary at step 125
-        (step_a, a, _), (step_b, b, _) = next(one), next(many)
-        assert step_a == step_b and torch.equal(a, b)
+        (step_a, a, labels_a, _), (step_b, b, labels_b, _) = next(one), next(many)
+        assert step_a == step_b and torch.equal(a, b) and torch.equal(labels_a, labels_b)
 
 
 @pytest.mark.parametrize("damage, message", [

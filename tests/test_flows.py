@@ -1,22 +1,25 @@
 """Properties every flow block and every whole flow must have: exact inverse, log-det equal to
-``log|det|`` of the autograd Jacobian, output shape."""
+``log|det|`` of the autograd Jacobian, output shape. Every block of the registry
+(:mod:`fvae.flows.registry`) is tested, so a new block is tested by its registry line."""
 import pytest
 import torch
 from conftest import perturb
 
 from fvae.flows import (
+    BLOCKS as REGISTRY,
+)
+from fvae.flows import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     ConditionalAffine,
-    ConditionalFlow,
+    ConditionalBlock,
     ConditionalShift,
     FlowSequence,
-    InvertibleConv1x1,
-    InvertibleConv1x1LU,
+    GaussianSplit,
     MultiScaleGlow,
-    Permutation,
     Squeeze,
+    build_block,
     glow_step,
 )
 from fvae.models.nets import AffineContext, Encoder
@@ -24,14 +27,11 @@ from fvae.models.nets import AffineContext, Encoder
 SHAPE = (4, 4, 4)  # (C, H, W): small enough for a dense Jacobian
 
 BLOCKS = {
-    "actnorm": lambda: ActNorm(4),
-    "conv1x1": lambda: InvertibleConv1x1(4),
-    "conv1x1_lu": lambda: InvertibleConv1x1LU(4),
-    "permutation_reverse": lambda: Permutation(4, "reverse"),
-    "permutation_shuffle": lambda: Permutation(4, "shuffle", seed=3),
-    "affine_coupling": lambda: AffineCoupling(4, 8),
-    "additive_coupling": lambda: AdditiveCoupling(4, 8),
-    "squeeze": lambda: Squeeze(),
+    # every registered block, with 3x3 and (where it has a net) 1x1 kernels
+    **{name: (lambda name=name: build_block(name, 4, width=8, seed=3)) for name in REGISTRY},
+    "affine_kernel_1": lambda: build_block("affine", 4, width=8, kernel_size=1),
+    "conditional_affine_kernel_1": lambda: build_block("conditional_affine", 4, width=8, kernel_size=1),
+    "class_conditional_split_prior": lambda: GaussianSplit(2, 2, num_classes=3),
     "glow_step_affine": lambda: glow_step(4, 8, "affine", "conv1x1_lu"),
     "glow_step_additive_shuffle": lambda: glow_step(4, 8, "additive", "shuffle"),
     "sequence": lambda: FlowSequence(glow_step(4, 8), Squeeze(), glow_step(16, 8, mixing="conv1x1")),
@@ -45,10 +45,16 @@ BLOCKS = {
 
 
 def make_block(name):
+    """The block, three inputs, and the context it takes (None, labels or a tensor like x)."""
     block = BLOCKS[name]().double()
     x = torch.randn(16, *(SHAPE if "odd" not in name else (3, 8, 8)), dtype=torch.float64)
-    block(x)  # data-dependent initialisation (ActNorm)
-    return perturb(block), x[:3]
+    context = None
+    if "class_conditional" in name:
+        context = torch.arange(16) % 3
+    elif isinstance(block, ConditionalBlock):
+        context = torch.randn_like(x)
+    block(x, context)  # data-dependent initialisation (ActNorm)
+    return perturb(block), x[:3], None if context is None else context[:3]
 
 
 def log_abs_det_jacobian(fn, x):
@@ -62,18 +68,39 @@ def log_abs_det_jacobian(fn, x):
 
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_inverse_round_trip(name):
-    block, x = make_block(name)
-    y, logdet = block(x)
+    block, x, context = make_block(name)
+    y, logdet = block(x, context)
     assert logdet.shape == (x.shape[0],)
     assert y.numel() == x.numel()
-    torch.testing.assert_close(block.inverse(y), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(block.inverse(y, context), x, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_logdet_matches_autograd_jacobian(name):
-    block, x = make_block(name)
-    _, logdet = block(x)
-    torch.testing.assert_close(logdet, log_abs_det_jacobian(block, x), atol=1e-6, rtol=1e-6)
+    block, x, context = make_block(name)
+    _, logdet = block(x, context)
+    contexts = [None] * len(x) if context is None else [c[None] for c in context]
+    expected = torch.stack([log_abs_det_jacobian(lambda v, c=c: block(v, c)[0], xi[None])[0]
+                            for xi, c in zip(x, contexts)])
+    torch.testing.assert_close(logdet, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_conditional_blocks_without_their_context_are_a_clear_error():
+    for name in ("conditional_affine", "conditional_shift"):
+        with pytest.raises(ValueError, match="is conditional: pass its context"):
+            build_block(name, 4, width=8)(torch.randn(2, *SHAPE))
+    with pytest.raises(ValueError, match="needs the labels"):
+        GaussianSplit(2, 2, num_classes=3)(torch.randn(2, *SHAPE))
+
+
+def test_the_registry_names_the_configs_choices():
+    from fvae.config import ModelConfig
+
+    assert {"affine", "additive"} <= set(ModelConfig.__dataclass_fields__["coupling"].metadata["rule"].choices)
+    with pytest.raises(ValueError, match="unknown coupling 'spline'"):
+        glow_step(4, 8, coupling="spline")
+    with pytest.raises(ValueError, match="unknown flow block"):
+        build_block("spline", 4)
 
 
 def test_actnorm_initialises_to_zero_mean_unit_variance():
@@ -114,7 +141,7 @@ CONDITIONAL = {
     "conditional_affine": lambda: ConditionalAffine(_context_net()),
     "conditional_shift": lambda: ConditionalShift(Encoder(1, 1, 1, 8), sigma_init=0.7),
     # the paper's example: f1 = F1(s1(x) u + m1(x)), f2 = F2(s2(x) f1 + m2(x)), F_x = s3(x) f2 + m3(x)
-    "paper_composite": lambda: ConditionalFlow(
+    "paper_composite": lambda: FlowSequence(
         ConditionalAffine(_context_net()), MultiScaleGlow(SHAPE, 1, 1, 8, squeeze_first=False),
         ConditionalAffine(_context_net()), MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False),
         ConditionalAffine(_context_net())),
@@ -141,7 +168,7 @@ def test_composite_logdets_add_up():
     u = torch.randn(2, *SHAPE, dtype=torch.float64)
     perturb(parts)
     total, h = torch.zeros(2, dtype=torch.float64), u
-    for step in parts.steps:
+    for step in parts.blocks:
         h, ld = step(h, x) if isinstance(step, ConditionalAffine) else step(h)
         total = total + ld
     y, logdet = parts(u, x)

@@ -7,7 +7,14 @@ import fvae
 PACKAGE = Path(fvae.__file__).parent
 # each wing may import only the wings below it (and the loose modules config, fp32, version)
 LAYERS = ("flows", "models", "data", "scoring", "training", "commands")
-LOOSE_BELOW_EVERYTHING = {"fvae.config", "fvae.fp32", "fvae.version"}
+LOOSE_BELOW_EVERYTHING = {"fvae.config", "fvae.errors", "fvae.fp32", "fvae.version"}
+# what each loose module may import: the errors and the version nothing; the config the block names
+# of the flows' registry (its choices); the presets the config; cli and the package anything
+LOOSE_IMPORTS = {
+    "fvae.errors": set(), "fvae.version": set(), "fvae.fp32": set(),
+    "fvae.config": {"fvae.errors", "fvae.flows.registry", "fvae.flows.registry.block_names"},
+    "fvae.presets": {"fvae.config", "fvae.errors"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -68,6 +75,17 @@ def test_wings_import_only_the_wings_below_them():
             else:  # loose modules other than config/fp32/version sit above the wings
                 assert parts[1] == "commands" or name == "fvae.presets" and parts[1] in ("training", "commands"), \
                     f"{module} imports the loose module {name}"
+
+
+def test_loose_modules_import_only_what_sits_below_them():
+    edges = graph()
+    loose = {module_name(p) for p in PACKAGE.glob("*.py")} - {"fvae", "fvae.__main__", "fvae.cli"}
+    assert loose == set(LOOSE_IMPORTS), "a new loose module: say what it may import in LOOSE_IMPORTS"
+    for module, allowed in LOOSE_IMPORTS.items():
+        imported = {name for name in edges[module] if not name.startswith(module + ".")}
+        # a name imported from an allowed module is that module's
+        extra = {name for name in imported if name not in allowed and name.rsplit(".", 1)[0] not in allowed}
+        assert not extra, f"{module} imports {sorted(extra)}"
 
 
 def test_at_most_six_loose_modules_and_at_least_five_wings():

@@ -3,22 +3,29 @@ import math
 
 import pytest
 import torch
-from conftest import affine_glow, to_patches
+from conftest import affine_glow, perturb, to_patches
 
 import fvae
 from fvae.models.base import standard_normal_log_prob
-from fvae.models.vae import gaussian_kl
 
 KINDS = ("fvae", "vae", "glow", "composite")
-# every kind, and the f-VAE with a deeper top level and a net for the split prior
-VARIANTS = (*KINDS, "fvae-top-split")
+# every kind; the f-VAE with a deeper top level and a net for the split prior; the f-VAE and Glow on
+# images padded from 8x8 (to 16x16, its levels of their own steps and widths down to a 1x1 top; to 12x12)
+VARIANTS = (*KINDS, "fvae-top-split", "fvae-pad", "glow-pad")
 TINY = dict(image_shape=(1, 8, 8), encoder_blocks=1, encoder_hidden=8, flow_levels=2, flow_steps=2,
             flow_width=16, inner_flow_steps=1, latent_dim=6)
+VARIANT_OVERRIDES = {
+    "fvae-top-split": ("fvae", {"flow_top_steps": 3, "split_prior_width": 8}),
+    "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_level_steps": (2, 1, 1),
+                          "flow_level_widths": (16, 8, 8), "pad_value": 3}),
+    "glow-pad": ("glow", {"pad_to": 12, "flow_levels": 2}),
+}
 
 
 def tiny(kind, **overrides):
-    if kind == "fvae-top-split":
-        kind, overrides = "fvae", {"flow_top_steps": 3, "split_prior_width": 8, **overrides}
+    if kind in VARIANT_OVERRIDES:
+        kind, extra = VARIANT_OVERRIDES[kind]
+        overrides = {**extra, **overrides}
     config = {**TINY, **({"encoder_levels": 1} if kind != "glow" else {}), **overrides}
     return fvae.build_model(kind, "mnist", **config)
 
@@ -71,7 +78,8 @@ def test_general_loss_with_conditional_affine_is_the_vae_closed_form_kl():
     assert closed > 0.5
     assert abs(mc.mean() - closed) < 4 * mc.std() / math.sqrt(len(u))
     mu, log_sigma = model.encoder.mean_log_sigma(x)
-    torch.testing.assert_close(closed, gaussian_kl(mu, log_sigma)[0])
+    by_hand = 0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma).sum(1)
+    torch.testing.assert_close(closed, by_hand[0])
 
 
 def test_glow_with_affine_flow_has_the_exact_gaussian_density():
@@ -184,12 +192,15 @@ def test_memory_format_changes_speed_not_values(kind):
 
 @pytest.mark.parametrize("kind, likelihood", [("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"),
                                               ("vae", "discretized"), ("composite", "discretized"),
-                                              ("fvae-top-split", "discretized"), ("glow", "gaussian")])
+                                              ("fvae-top-split", "discretized"), ("glow", "gaussian"),
+                                              ("fvae-pad", "discretized"), ("fvae-pad", "gaussian"),
+                                              ("glow-pad", "gaussian")])
 def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
     """Data drawn uniformly from 4 fixed 8-bit images carries log 4 nats an image; no bound on
-    -log P(pixels) may report less, however well a model fits them."""
+    -log P(pixels) may report less, however well a model fits them. Padded models report their
+    bound over the 64 real pixels (without the padding's ln 256 a pixel, 10 bits/dim less)."""
     torch.manual_seed(0)
-    extra = {} if kind == "glow" else dict(likelihood=likelihood, sigma1_init=0.05, sigma2_init=0.05)
+    extra = {} if kind.startswith("glow") else dict(likelihood=likelihood, sigma1_init=0.05, sigma2_init=0.05)
     model = tiny(kind, **extra)
     pixels = torch.randint(0, 256, (4, 1, 8, 8), generator=torch.Generator().manual_seed(3))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -203,9 +214,41 @@ def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
     with torch.no_grad():
         bounds = [fvae.bits_per_dim(model.loss(x).mean().item(), 64),
                   fvae.bits_per_dim(-model.log_likelihood(x, 16).mean().item(), 64)]
-        if kind == "glow":
+        if kind.startswith("glow"):
             bounds.append(fvae.bits_per_dim(-model.exact_log_likelihood(x).mean().item(), 64))
     assert min(bounds) >= math.log2(4) / 64, bounds
+
+
+def test_padding_centres_the_image_on_dequantized_background_and_outputs_are_cropped():
+    model = tiny("fvae-pad")
+    x = images(5)
+    padded = model.pad(x)
+    assert padded.shape == (5, 1, 16, 16) and model.latent_shape == (16, 4, 4)
+    torch.testing.assert_close(padded[:, :, 4:12, 4:12], x, rtol=0, atol=0)
+    border = torch.ones(16, 16, dtype=torch.bool)
+    border[4:12, 4:12] = False
+    background = padded[:, :, border]
+    assert (background >= 3 / 256).all() and (background < 4 / 256).all() and background.std() > 0.5 / 256 / 2
+    assert model.sample(3).shape == (3, 1, 8, 8) and model.decode(model.encode(x)).shape == x.shape
+    # the scaling's Jacobian over the 256 padded pixels, less ln 256 for each of the 192 extra ones
+    assert model.log_jacobian == pytest.approx(256 * math.log(2.0) - 192 * math.log(256))
+
+
+def test_padding_less_than_the_image_is_a_clear_error():
+    with pytest.raises(fvae.config.ConfigError, match="model.pad_to: 6 is not allowed"):
+        tiny("fvae", pad_to=6)
+
+
+def test_steps_and_widths_per_level_build_those_levels():
+    model = tiny("fvae-pad")
+    steps = [len(level.blocks) for level in model.flow.flows]
+    widths = [level.blocks[0].blocks[2].net[0].out_channels for level in model.flow.flows]
+    assert steps == [2, 1, 1] and widths == [16, 8, 8]
+    # the 1x1 top: its coupling nets are 1x1 convolutions
+    assert model.flow.out_shapes[-1] == (64, 1, 1)
+    assert {conv.kernel_size for conv in model.flow.flows[-1].modules() if isinstance(conv, torch.nn.Conv2d)} == {(1, 1)}
+    with pytest.raises(fvae.config.ConfigError, match="one value per level"):
+        tiny("fvae", flow_level_steps=(2, 2, 2))
 
 
 def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
@@ -225,3 +268,122 @@ def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
     log_p = discretized_gaussian_log_prob(x[135:146], torch.full_like(x[135:146], 0.1),
                                           torch.tensor(math.log(0.02), dtype=torch.float64), 2.0) - math.log(128)
     torch.testing.assert_close(log_p, expected, rtol=1e-9, atol=1e-9)
+
+
+# --- learned priors: class-conditional and mixtures ------------------------------------------------
+
+CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad")
+
+
+@pytest.mark.parametrize("kind", CONDITIONAL_KINDS)
+def test_class_conditional_models_take_labels_everywhere_and_refuse_their_absence(kind):
+    model = tiny(kind, num_classes=3)
+    x, labels = images(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="class-conditional"):
+        model.loss(x)
+    with pytest.raises(ValueError, match=r"lie in 0\.\.2"):
+        model.loss(x, labels + 1)
+    assert model.loss(x, labels).shape == (6,)
+    assert model.log_likelihood(x, 4, labels=labels).shape == (6,)
+    assert model.sample(6, 0.8, labels).shape == (6, 1, 8, 8) and model.sample(4).shape == (4, 1, 8, 8)
+    soft = torch.tensor([[0.5, 0.5, 0.0]]).expand(6, -1)
+    assert model.decode(model.encode(x, labels), soft).shape == x.shape
+    with pytest.raises(ValueError, match="not class-conditional"):
+        tiny(kind).loss(x, labels)
+
+
+@pytest.mark.parametrize("kind", ["vae", "glow", "fvae"])
+def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
+    """log p(x) = log sum_y p(x|y) p(y), with p(y) the class frequencies: with the same noise, the
+    marginal is that mixture of the conditionals; it lies within [max_y p(x|y) p(y), max_y p(x|y)];
+    and while the classes' parameters are still equal (at initialisation) a flow's exact marginal is
+    each conditional."""
+    model = tiny(kind, num_classes=3).double()
+    x = images(4).double()
+    model.loss(x, torch.zeros(4, dtype=torch.long))  # ActNorm initialisation
+    model.prior.set_class_frequencies(torch.tensor([1.0, 2.0, 5.0]))
+    exact = kind == "glow"
+    marginal = model.exact_marginal_log_likelihood if exact else lambda v: model.marginal_log_likelihood(v, 2)
+
+    def conditionals():
+        labels = [torch.full((4,), y, dtype=torch.long) for y in range(3)]
+        return torch.stack([model.exact_log_likelihood(x, y) if exact else model.log_likelihood(x, 2, labels=y)
+                            for y in labels], 1)
+
+    if exact:
+        torch.testing.assert_close(marginal(x), conditionals()[:, 0], rtol=1e-9, atol=1e-9)
+    perturb(model.prior, 1.0)
+    if kind != "vae":
+        for split in model.flow.splits:
+            perturb(split, 0.3)
+    torch.manual_seed(5)
+    m = marginal(x)
+    torch.manual_seed(5)  # the same noise, class by class
+    per_class = conditionals()
+    log_p = model.prior.log_class_prior
+    torch.testing.assert_close(log_p.exp(), torch.tensor([1.0, 2.0, 5.0], dtype=torch.float64) / 8)
+    torch.testing.assert_close(m, torch.logsumexp(per_class + log_p, 1))
+    assert (per_class.std(1) > 1e-3).all()  # the classes now differ
+    assert (m <= per_class.max(1).values + 1e-6).all()
+    assert (m >= (per_class + log_p).max(1).values - 1e-6).all()
+
+
+@pytest.mark.parametrize("num_classes, components", [(0, 3), (2, 1), (2, 3)])
+def test_learned_top_priors_are_normalised_and_sample_their_density(num_classes, components):
+    from fvae.models.priors import LatentPrior
+
+    prior = perturb(LatentPrior((2,), 2, num_classes, components).double(), 0.5)
+    grid = torch.linspace(-12, 12, 801, dtype=torch.float64)
+    z = torch.cartesian_prod(grid, grid)
+    cell = (grid[1] - grid[0]) ** 2
+    label_sets = [None] if not num_classes else [torch.zeros(len(z), dtype=torch.long),
+                                                  torch.tensor([[0.3, 0.7]], dtype=torch.float64).expand(len(z), -1)]
+    for labels in label_sets:
+        density = prior.log_prob(z, labels).exp()
+        assert (density.sum() * cell).item() == pytest.approx(1.0, abs=1e-4)
+        # samples follow the density: their mean is the density's
+        torch.manual_seed(0)
+        draws = prior.sample(100_000, 1.0, None if labels is None else labels[:1].expand(100_000, *labels.shape[1:]))
+        expected_mean = (density[:, None] * z).sum(0) * cell
+        torch.testing.assert_close(draws.mean(0), expected_mean, atol=0.03, rtol=0)
+
+
+def test_the_class_conditional_vae_kl_is_its_closed_form():
+    model = tiny("vae", num_classes=2).double()
+    perturb(model.prior, 0.5)
+    x = model.to_model_space(images(1).double())
+    labels = torch.ones(200_000, dtype=torch.long)
+    with torch.no_grad():
+        u = torch.randn(200_000, 6, dtype=torch.float64)
+        post = model.posterior(x.expand(len(u), -1, -1, -1), u, labels)
+        mc = standard_normal_log_prob(u) - post.logdet - model.prior.log_prob(post.z, labels)
+    assert abs(mc.mean() - post.kl[0]) < 4 * mc.std() / math.sqrt(len(u))
+
+
+@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture"])
+def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
+    """Four fixed images, each its own class: H(x | y) = 0 and H(x) = log 4. The conditional bound
+    may fall towards 0 bits, never below; the marginal may not fall below log 4 nats an image."""
+    extra = {"prior_components": 3} if kind == "fvae-mixture" else {}
+    kind = kind.split("-")[0]
+    torch.manual_seed(0)
+    model = tiny(kind, num_classes=4, **extra,
+                 **({} if kind == "glow" else dict(likelihood="discretized", sigma1_init=0.05, sigma2_init=0.05)))
+    pixels = torch.randint(0, 256, (4, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        y = torch.randint(0, 4, (32,))
+        loss = model.loss((pixels[y] + torch.rand(32, 1, 8, 8)) / 256, y).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    y = torch.arange(4).repeat(8)
+    x = (pixels[y] + torch.rand(32, 1, 8, 8)) / 256
+    with torch.no_grad():
+        marginal = (model.exact_marginal_log_likelihood(x) if kind == "glow"
+                    else model.marginal_log_likelihood(x, num_samples=8))
+        conditional = model.exact_log_likelihood(x, y) if kind == "glow" else model.log_likelihood(x, 8, labels=y)
+    marginal_bpd = fvae.bits_per_dim(-marginal.mean().item(), 64)
+    conditional_bpd = fvae.bits_per_dim(-conditional.mean().item(), 64)
+    assert marginal_bpd >= math.log2(4) / 64 and conditional_bpd >= 0, (marginal_bpd, conditional_bpd)
+    assert conditional_bpd < marginal_bpd

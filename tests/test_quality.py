@@ -96,6 +96,34 @@ def test_real_held_out_digits_are_recognizable(scorer):
     assert score["precision"] > 0.8 and score["recall"] > 0.8
 
 
+def test_class_accuracy_reads_held_out_digits_as_their_own_class_and_shuffled_labels_at_chance(scorer):
+    scorer, held_out = scorer
+    labels = embedded_mnist("test").tensors[1][1::2]
+    own = scorer.score(held_out, labels)["class_accuracy"]
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    chance = scorer.score(held_out, shuffled)["class_accuracy"]
+    assert own >= 0.95 and 0.03 < chance < 0.2, (own, chance)
+    assert "class_accuracy" not in scorer.score(held_out)
+    with pytest.raises(ValueError, match="class indices"):
+        scorer.score(held_out, labels + 10)
+
+
+def test_score_command_takes_the_labels_the_images_were_drawn_for(tmp_path):
+    test = embedded_mnist("test")
+    np.save(tmp_path / "digits.npy", test.tensors[0][:100].numpy())
+    (tmp_path / "labels.txt").write_text("\n".join(str(int(y)) for y in test.tensors[1][:100]))
+    out = tmp_path / "score.json"
+    done = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(tmp_path / "digits.npy"), "--labels",
+                           str(tmp_path / "labels.txt"), "--json", str(out)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "class_accuracy" in done.stdout and json.loads(out.read_text())["class_accuracy"] >= 0.9
+    (tmp_path / "short.txt").write_text("1\n2\n")
+    bad = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(tmp_path / "digits.npy"), "--labels",
+                          str(tmp_path / "short.txt")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "expected 100 integer labels" in bad.stderr
+
+
 @pytest.mark.parametrize("kind", list(DEGRADATIONS))
 def test_the_score_worsens_with_every_step_of_each_degradation(scorer, kind):
     scorer, held_out = scorer

@@ -181,3 +181,46 @@ def test_train_help_documents_every_option():
     for option in ("--model", "--preset", "--data", "--data-root", "--config", "--max-steps", "--max-time",
                    "--seed", "--out", "--resume", "--ema", "section.field=value"):
         assert option in done.stdout
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_decaying_schedule_resumes_exactly_and_ends_at_zero(tmp_path, schedule):
+    import shutil
+
+    from fvae.training.schedule import lr_factor
+
+    config = tiny_config(f"train.schedule={schedule}", "train.warmup_steps=2", "train.max_steps=8",
+                         "train.checkpoint_every=4")
+    train(config, tmp_path / "whole")
+    # the same run as if stopped after step 4: its last checkpoint removed, then resumed
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    shutil.rmtree(list_checkpoints(tmp_path / "resumed")[-1])
+    assert load_state(list_checkpoints(tmp_path / "resumed")[-1])["step"] == 4
+    train(config, tmp_path / "resumed", resume=True)
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "resumed"))
+    assert lr_factor(1, schedule, 2, 8) == 1.0 and lr_factor(8, schedule, 2, 8) == 0.0
+    assert 0 < lr_factor(5, schedule, 2, 8) < 1
+    halfway = {"cosine": 0.5, "linear": 0.5}[schedule]
+    assert lr_factor(5, schedule, 2, 8) == pytest.approx(halfway)
+
+
+def test_mlflow_logs_the_runs_scalars_images_and_config_and_a_resume_continues_the_same_run(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    config = tiny_config("train.logger=mlflow", "train.max_steps=10", "train.checkpoint_every=10",
+                         "train.sample_every=10")
+    train(config, tmp_path)
+    record = json.loads((tmp_path / "mlflow.json").read_text())
+    train(apply_overrides(config, ["train.max_steps=20"]), tmp_path, resume=True)
+    assert json.loads((tmp_path / "mlflow.json").read_text()) == record
+    client = MlflowClient(record["tracking_uri"])
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["model.kind"] == "fvae"
+    assert run.data.params["train.logger"] == "mlflow"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == [5, 10, 15, 20]  # one MLflow run across the resume, every logged step once
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/bits_per_dim")] == [10, 20]
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any("samples~T_1" in path for path in images)
+    assert len(client.search_runs([run.info.experiment_id])) == 1

@@ -9,8 +9,11 @@ import json
 from pathlib import Path
 
 from fvae.config import RunConfig
+from fvae.errors import PathMissing
 from fvae.models import model_from_config
-from fvae.scoring.score import SCORE_KEYS
+from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS
+
+BOUNDS = ("elbo_bpd", "iw_bpd", "exact_bpd", "marginal_iw_bpd", "marginal_exact_bpd")
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -18,7 +21,7 @@ def load_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no metrics.jsonl")
+        raise PathMissing(f"{run_dir} is not a run folder: it has no metrics.jsonl")
     curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     config = RunConfig.load_yaml(run_dir / "config.yaml")
     evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
@@ -39,11 +42,11 @@ def comparison_rows(runs: list[dict]) -> list[dict]:
         last = run["curve"][-1]
         row = {"run": run["name"], "model": run["model"], "preset": run["preset"],
                "parameters": run["parameters"], "steps": last["step"], "wall_time_s": last["wall_time"],
-               "test_bpd": last["test_bpd"], **{k: last.get(k) for k in SCORE_KEYS},
+               "test_bpd": last["test_bpd"], **{k: last.get(k) for k in SCORE_KEYS + CLASS_SCORE_KEYS},
                "seconds_to_half_recognizable": time_to_recognizable(run["curve"])}
         if run["eval"]:
             metrics = run["eval"]["metrics"]
-            row.update({k: metrics.get(k) for k in ("elbo_bpd", "iw_bpd", "exact_bpd", "psnr", *SCORE_KEYS)
+            row.update({k: metrics.get(k) for k in (*BOUNDS, "psnr", *SCORE_KEYS, *CLASS_SCORE_KEYS)
                         if metrics.get(k) is not None})
             row["features"] = metrics.get("features")
         rows.append(row)
@@ -51,8 +54,8 @@ def comparison_rows(runs: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    columns = ["run", "model", "preset", "parameters", "steps", "wall_time_s", "test_bpd", "elbo_bpd", "iw_bpd",
-               "exact_bpd", "psnr", *SCORE_KEYS, "seconds_to_half_recognizable"]
+    columns = ["run", "model", "preset", "parameters", "steps", "wall_time_s", "test_bpd", *BOUNDS,
+               "psnr", *SCORE_KEYS, *CLASS_SCORE_KEYS, "seconds_to_half_recognizable"]
     columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
 
     def cell(v):

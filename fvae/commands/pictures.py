@@ -1,5 +1,10 @@
 """Image grids a user looks at, and the commands that write them: ``fvae sample``,
-``fvae reconstruct``, ``fvae interpolate``."""
+``fvae reconstruct``, ``fvae interpolate``.
+
+A class-conditional model draws, codes and decodes with labels: ``fvae sample`` gives each class
+asked for (``--classes``, default all) its rows; reconstructions use each test image's label;
+an interpolation between two images moves the label too, as class weights ``(1 - t) e_a + t e_b``
+(it holds the class where both images have it)."""
 from __future__ import annotations
 
 import argparse
@@ -9,49 +14,90 @@ import torch
 from torchvision.utils import save_image
 
 from fvae.commands.runs import evaluation_images, load_run_model
+from fvae.errors import InputError
+from fvae.flows.base import class_weights
 from fvae.models import LatentFlowModel
 
 
 @torch.no_grad()
-def reconstruction_grid(model: LatentFlowModel, x: torch.Tensor) -> torch.Tensor:
+def reconstruction_grid(model: LatentFlowModel, x: torch.Tensor, labels: torch.Tensor | None = None
+                        ) -> torch.Tensor:
     """Inputs and their reconstructions ``decode(encode(x))`` interleaved by rows of 8:
     ``(2B, C, H, W)`` with rows input, reconstruction, input, ..."""
-    recon = model.decode(model.encode(x))
+    recon = model.decode(model.encode(x, labels), labels)
     rows = []
     for i in range(0, len(x), 8):
         rows += [x[i:i + 8].clamp(0, 1), recon[i:i + 8]]
     return torch.cat(rows)
 
 
-@torch.no_grad()
-def interpolation_rows(model: LatentFlowModel, a: torch.Tensor, b: torch.Tensor, steps: int = 9) -> torch.Tensor:
-    """For each pair ``(a_i, b_i)``, ``steps`` images decoded along ``z = (1-t) z_a + t z_b``:
-    ``(B * steps, C, H, W)``, one pair a row."""
-    za, zb = model.encode(a), model.encode(b)
-    t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, *[1] * (za.dim() - 1))
-    z = (1 - t) * za[:, None] + t * zb[:, None]
-    return model.decode(z.flatten(0, 1))
+def _mix(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    return (1 - t) * a + t * b
+
+
+def _weights(model: LatentFlowModel, labels: torch.Tensor | None) -> torch.Tensor | None:
+    return None if labels is None else class_weights(labels, model.num_classes)
 
 
 @torch.no_grad()
-def interpolation_square(model: LatentFlowModel, corners: torch.Tensor, steps: int = 9) -> torch.Tensor:
-    """Bilinear interpolation in ``z`` between four images (top-left, top-right, bottom-left,
-    bottom-right): ``(steps * steps, C, H, W)``, row by row."""
-    z = model.encode(corners)
-    t = torch.linspace(0, 1, steps, device=z.device)
-    grid = []
-    for r in t:
-        left, right = (1 - r) * z[0] + r * z[2], (1 - r) * z[1] + r * z[3]
-        grid += [(1 - c) * left + c * right for c in t]
-    return model.decode(torch.stack(grid))
+def interpolation_rows(model: LatentFlowModel, a: torch.Tensor, b: torch.Tensor, steps: int = 9,
+                       labels_a: torch.Tensor | None = None, labels_b: torch.Tensor | None = None) -> torch.Tensor:
+    """For each pair ``(a_i, b_i)``, ``steps`` images decoded along ``z = (1-t) z_a + t z_b``
+    (and, for a class-conditional model, labels ``(1-t) e_a + t e_b``): ``(B * steps, C, H, W)``,
+    one pair a row."""
+    za, zb = model.encode(a, labels_a), model.encode(b, labels_b)
+    wa, wb = _weights(model, labels_a), _weights(model, labels_b)
+    rows = []
+    for i in range(len(a)):
+        ts = torch.linspace(0, 1, steps).tolist()
+        z = torch.stack([_mix(za[i], zb[i], t) for t in ts])
+        w = None if wa is None else torch.stack([_mix(wa[i], wb[i], t) for t in ts])
+        rows.append(model.decode(z, w))
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def interpolation_square(model: LatentFlowModel, corners: torch.Tensor, steps: int = 9,
+                         labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear interpolation in ``z`` (and a class-conditional model's class weights) between four
+    images (top-left, top-right, bottom-left, bottom-right): ``(steps * steps, C, H, W)``, row by row."""
+    z, w = model.encode(corners, labels), _weights(model, labels)
+    ts = torch.linspace(0, 1, steps).tolist()
+    grid, weights = [], []
+    for r in ts:
+        for c in ts:
+            grid.append(_mix(_mix(z[0], z[2], r), _mix(z[1], z[3], r), c))
+            if w is not None:
+                weights.append(_mix(_mix(w[0], w[2], r), _mix(w[1], w[3], r), c))
+    return model.decode(torch.stack(grid), torch.stack(weights) if weights else None)
+
+
+def sample_labels(model: LatentFlowModel, classes: list[int] | None, num: int, nrow: int) -> torch.Tensor | None:
+    """The labels of a sample grid: for a class-conditional model, rows of ``nrow`` of each class
+    asked for (default all), ``num // (nrow * classes)`` rows each (at least one); None otherwise."""
+    if not model.num_classes:
+        if classes:
+            raise InputError("--classes needs a class-conditional model (trained with model.num_classes > 0)")
+        return None
+    classes = list(range(model.num_classes)) if not classes else classes
+    bad = [c for c in classes if not 0 <= c < model.num_classes]
+    if bad:
+        raise InputError(f"--classes {bad}: this model has classes 0..{model.num_classes - 1}")
+    rows = max(1, num // (nrow * len(classes)))
+    return torch.tensor(classes).repeat_interleave(rows * nrow)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
     out = Path(args.out) if args.out else run_dir
     out.mkdir(parents=True, exist_ok=True)
+    labels = sample_labels(model, args.classes, args.num, args.nrow)
+    device = next(model.parameters()).device
     for t in args.temperatures or config.train.temperatures:
-        images = model.sample(args.num, temperature=t)
+        if labels is None:
+            images = model.sample(args.num, temperature=t)
+        else:
+            images = model.sample(len(labels), temperature=t, labels=labels.to(device))
         path = out / f"samples_T{t:g}.png"
         save_image(images, path, nrow=args.nrow)
         print(f"wrote {path}")
@@ -60,9 +106,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
-    x = evaluation_images(config, args, args.num, next(model.parameters()).device)
+    x, labels = evaluation_images(config, args, args.num, next(model.parameters()).device, model.num_classes)
     path = Path(args.out) if args.out else run_dir / "reconstructions.png"
-    save_image(reconstruction_grid(model, x), path, nrow=8)
+    save_image(reconstruction_grid(model, x, labels), path, nrow=8)
     print(f"wrote {path} (rows: inputs, then their reconstructions)")
     return 0
 
@@ -71,10 +117,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
     device = next(model.parameters()).device
     if args.images == 4:
-        grid = interpolation_square(model, evaluation_images(config, args, 4, device), args.steps)
+        corners, labels = evaluation_images(config, args, 4, device, model.num_classes)
+        grid = interpolation_square(model, corners, args.steps, labels)
     else:
-        x = evaluation_images(config, args, 2 * args.rows, device)
-        grid = interpolation_rows(model, x[: args.rows], x[args.rows:], args.steps)
+        x, y = evaluation_images(config, args, 2 * args.rows, device, model.num_classes)
+        a, b = slice(None, args.rows), slice(args.rows, None)
+        grid = interpolation_rows(model, x[a], x[b], args.steps, *((y[a], y[b]) if y is not None else ()))
     path = Path(args.out) if args.out else run_dir / f"interpolation_{args.images}.png"
     save_image(grid, path, nrow=args.steps)
     print(f"wrote {path}")

@@ -28,9 +28,14 @@ def evaluation_split(config: RunConfig, args: argparse.Namespace):
     return load_dataset(data, "test", config.model.image_shape)
 
 
-def evaluation_images(config: RunConfig, args: argparse.Namespace, count: int, device) -> "torch.Tensor":
-    """``count`` dequantized test images in an order drawn from ``args.seed`` (all classes, not the first rows)."""
+def evaluation_images(config: RunConfig, args: argparse.Namespace, count: int, device, num_classes: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``count`` dequantized test images in an order drawn from ``args.seed`` (all classes, not the
+    first rows), and their labels on ``device`` where the model is class-conditional (else None)."""
     test_set = evaluation_split(config, args)
     g = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(test_set), generator=g).tolist()
-    return dequantize(torch.stack([test_set[order[i % len(order)]][0] for i in range(count)]), g).to(device)
+    items = [test_set[order[i % len(order)]] for i in range(count)]
+    images = dequantize(torch.stack([image for image, _ in items]), g).to(device)
+    labels = torch.tensor([int(label) for _, label in items], device=device) if num_classes else None
+    return images, labels

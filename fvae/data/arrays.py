@@ -72,3 +72,23 @@ def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
     if isinstance(array, dict):
         raise DataError(f"{path} holds a dict; save the image tensor itself")
     return _as_image_batch(array, str(path))
+
+
+def load_labels(path: str | Path, count: int) -> torch.Tensor:
+    """The class each of ``count`` scored images was drawn for: a ``.npy`` or ``.pt`` array ``(count,)``
+    of integers, or a text file of one integer a line."""
+    path = Path(path).expanduser()
+    try:
+        if path.suffix == ".pt":
+            array = torch.load(path, weights_only=True)
+        elif path.suffix == ".npy":
+            array = np.load(path)
+        else:
+            array = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read labels from {path}: {error}") from error
+    labels = torch.as_tensor(np.asarray(array))
+    if labels.shape != (count,) or labels.is_floating_point():
+        raise DataError(f"{path}: expected {count} integer labels, one per image, got {tuple(labels.shape)} "
+                        f"{labels.dtype}")
+    return labels.long()

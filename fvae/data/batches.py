@@ -79,12 +79,12 @@ class EpochBatches:
             epoch, skip = epoch + 1, 0
 
     def from_step(self, step: int):
-        """Yield ``(step, images, unreadable)`` forever, starting at ``step``. One loader serves
+        """Yield ``(step, images, labels, unreadable)`` forever, starting at ``step``. One loader serves
         the whole run, so its worker processes (``num_workers``) live as long as it does; on a
         GPU they hand over pinned memory."""
         options = {}
         if self.num_workers:
             options = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, prefetch_factor=4)
         loader = DataLoader(self.dataset, batch_sampler=self.batch_indices(step), collate_fn=_collate, **options)
-        for offset, (images, _, unreadable) in enumerate(loader):
-            yield step + offset, images, int(unreadable.sum())
+        for offset, (images, labels, unreadable) in enumerate(loader):
+            yield step + offset, images, torch.as_tensor(labels), int(unreadable.sum())

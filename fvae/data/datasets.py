@@ -14,13 +14,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, TensorDataset
 
+from fvae.errors import DataError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 EMBEDDED_TRAIN_PER_CLASS = 400
 
-
-class DataError(ValueError):
-    """A dataset that cannot be used as asked: missing, unreadable, or of the wrong size."""
 
 
 def dequantize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -64,6 +63,9 @@ class ImageFolder(Dataset):
 
     Split: every tenth file (sorted by path) is a test image, the rest train; a folder of
     fewer than ten images has no test image of its own, and both splits are the whole folder.
+    Labels: where every image lies in a subfolder and there are two or more, the subfolders are the
+    classes (torchvision's ImageFolder layout: ``root/<class>/<image>``), numbered in sorted order
+    (``classes``); else -1.
     """
 
     def __init__(self, root: str | Path, split: str, image_shape: tuple[int, int, int]):
@@ -77,6 +79,10 @@ class ImageFolder(Dataset):
             raise DataError(f"image folders give 1 or 3 channels, the preset takes {image_shape[0]}")
         self.files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")] or files
         self.image_shape = image_shape
+        folders = [f.relative_to(root).parts[0] if f.parent != root else None for f in files]
+        self.classes = sorted(set(folders)) if None not in folders and len(set(folders)) > 1 else []
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.labels = [index[f.relative_to(root).parts[0]] if self.classes else -1 for f in self.files]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -88,7 +94,7 @@ class ImageFolder(Dataset):
                 image = image.convert("L" if self.image_shape[0] == 1 else "RGB")
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(f"cannot read image {path}: {error}") from error
-        return to_chw(center_crop_resize(image, path, self.image_shape[1:])), -1
+        return to_chw(center_crop_resize(image, path, self.image_shape[1:])), self.labels[index]
 
 
 def to_chw(image: Image.Image) -> torch.Tensor:

@@ -16,6 +16,7 @@ from fvae.config import DataConfig
 from fvae.data.datasets import CroppedImages, DataError, ImageFolder, check_shape, embedded_mnist
 from fvae.data.idx import IDX_DATASETS, find_idx_folder, idx_dataset, is_idx_folder, missing_message
 from fvae.data.prepared import PreparedImages, is_prepared
+from fvae.errors import InputError
 
 NAMED = ("embedded", "mnist", "fashion-mnist", "cifar10", "celeba")
 
@@ -28,7 +29,7 @@ def default_root() -> Path:
 def load_dataset(config: DataConfig, split: str, image_shape: tuple[int, int, int]) -> Dataset:
     """The ``split`` ("train" or "test") of the dataset ``config`` names, as ``uint8`` images."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     name = config.name
     if name == "embedded":
         ds = embedded_mnist(split)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fvae.data.datasets import DataError
+from fvae.errors import PathExists
 
 MARKER = "prepared.json"
 
@@ -93,7 +94,7 @@ def prepare(splits: dict[str, Dataset], source: str, image_shape: tuple[int, int
     processes decode in parallel. Written to a temporary folder and renamed."""
     out = Path(out).expanduser()
     if out.exists():
-        raise FileExistsError(f"{out} already exists; choose another --out or remove it")
+        raise PathExists(f"{out} already exists; choose another --out or remove it")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fvae.flows.base import FlowBlock
 from fvae.fp32 import full_precision
 
 
-class ActNorm(nn.Module):
+class ActNorm(FlowBlock):
     """``y = (x + bias) * exp(log_scale)`` per channel; ``logdet = H * W * sum(log_scale)``.
 
     The first batch seen (``x``: ``(B, C, H, W)``) sets ``bias = -mean`` and
@@ -32,7 +33,7 @@ class ActNorm(nn.Module):
         self.initialized.fill_(True)
 
     @full_precision
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.initialized:
             self.initialize(x)
         y = (x + self.bias) * torch.exp(self.log_scale)
@@ -40,5 +41,5 @@ class ActNorm(nn.Module):
         return y, logdet.expand(x.shape[0])
 
     @full_precision
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         return y * torch.exp(-self.log_scale) - self.bias

@@ -1,14 +1,22 @@
 """The one protocol every flow block follows, and their composition.
 
-A flow block is an ``nn.Module`` with
+A flow block is a :class:`FlowBlock`, an ``nn.Module`` with
 
-* ``forward(x) -> (y, logdet)``: ``y = f(x)`` and ``logdet = log|det df/dx|``, shape ``(B,)``;
-* ``inverse(y) -> x``: the exact inverse ``x = f^-1(y)``.
+* ``forward(x, context=None) -> (y, logdet)``: ``y = f(x; context)`` and
+  ``logdet = log|det df/dx|``, shape ``(B,)``;
+* ``inverse(y, context=None) -> x``: the exact inverse ``x = f^-1(y; context)``.
+
+The context is what a conditional block is conditioned on: the image ``x`` for the steps of
+the f-VAE's posterior ``F_x``, the class labels for class-conditional priors. Blocks that do
+not depend on it ignore it, so any blocks compose in a :class:`FlowSequence`, which hands the
+same context to each.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from fvae.errors import InputError
 
 
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
@@ -21,21 +29,59 @@ def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-class FlowSequence(nn.Module):
-    """``f = f_n o ... o f_1``; log-dets add up."""
+def class_weights(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Labels as rows of class weights ``(B, num_classes)``: class indices ``(B,)`` one-hot, or
+    already weights (a soft label, such as ``(1 - t) e_a + t e_b`` between two classes) as they are.
+    Class-conditional parameters are linear in these rows, so a soft label mixes the classes'."""
+    if labels.dim() == 1:
+        return torch.nn.functional.one_hot(labels.long(), num_classes).to(dtype)
+    return labels.to(dtype)
 
-    def __init__(self, *blocks: nn.Module):
+
+def zero_logdet(x: torch.Tensor) -> torch.Tensor:
+    """The log-det of a volume-preserving block, ``(B,)`` zeros."""
+    return x.new_zeros(x.shape[0])
+
+
+class FlowBlock(nn.Module):
+    """Base of every flow block: ``forward(x, context=None) -> (y, logdet)``, ``inverse(y, context=None)``."""
+
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ConditionalBlock(FlowBlock):
+    """A block that needs its context: calling it without one is a clear error."""
+
+    def require(self, context):
+        if context is None:
+            raise InputError(f"{type(self).__name__} is conditional: pass its context (forward(x, context))")
+        return context
+
+
+class FlowSequence(FlowBlock):
+    """``f = f_n o ... o f_1``, every block given the same context; log-dets add up.
+
+    Conditional steps and unconditional flows interleave freely, as in the paper's example
+    ``f1 = F1(sigma_1(x) u + mu_1(x))``, ``f2 = F2(sigma_2(x) f1 + mu_2(x))``,
+    ``F_x(u) = sigma_3(x) f2 + mu_3(x)``.
+    """
+
+    def __init__(self, *blocks: FlowBlock):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = x.new_zeros(x.shape[0])
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = zero_logdet(x)
         for block in self.blocks:
-            x, ld = block(x)
+            x, ld = block(x, context)
             logdet = logdet + ld
         return x, logdet
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         for block in reversed(self.blocks):
-            y = block.inverse(y)
+            y = block.inverse(y, context)
         return y

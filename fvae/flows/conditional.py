@@ -1,8 +1,9 @@
-"""Conditional flows ``F_x(u)``: invertible in ``u`` for every context ``x``.
+"""Conditional steps of ``F_x(u)``: invertible in ``u`` for every context ``x``.
 
-A conditional step follows the flow protocol with the context as a second argument:
-``forward(u, x) -> (y, logdet)``, ``inverse(y, x) -> u``. :class:`ConditionalFlow`
-interleaves such steps with unconditional flows, as in the paper's example
+Each is a :class:`~fvae.flows.base.ConditionalBlock`, ``forward(u, context) -> (y, logdet)``,
+``inverse(y, context) -> u``, the context the image ``x``. In a
+:class:`~fvae.flows.base.FlowSequence` they interleave with unconditional flows, as in the
+paper's example
 
     f1 = F1(sigma_1(x) * u + mu_1(x)),  f2 = F2(sigma_2(x) * f1 + mu_2(x)),
     F_x(u) = sigma_3(x) * f2 + mu_3(x),
@@ -16,15 +17,11 @@ import math
 import torch
 from torch import nn
 
-from fvae.flows.base import soft_clamp, sum_except_batch
+from fvae.flows.base import ConditionalBlock, soft_clamp, sum_except_batch
 from fvae.fp32 import to_fp32
 
 
-class ConditionalTransform(nn.Module):
-    """Base class of the steps that take the context ``x``."""
-
-
-class ConditionalAffine(ConditionalTransform):
+class ConditionalAffine(ConditionalBlock):
     """``y = exp(log_sigma(x)) * u + mu(x)`` elementwise; ``logdet = sum log_sigma(x)``.
 
     ``net(x)`` returns ``cat(mu, log_sigma)`` along dim 1, each the shape of ``u``;
@@ -41,16 +38,16 @@ class ConditionalAffine(ConditionalTransform):
         mu, log_sigma = to_fp32(self.net(x)).chunk(2, dim=1)
         return mu, soft_clamp(log_sigma, self.scale_bound)
 
-    def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_sigma = self.mean_log_sigma(x)
+    def forward(self, u: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_sigma = self.mean_log_sigma(self.require(context))
         return u * torch.exp(log_sigma) + mu, sum_except_batch(log_sigma)
 
-    def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        mu, log_sigma = self.mean_log_sigma(x)
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
+        mu, log_sigma = self.mean_log_sigma(self.require(context))
         return (y - mu) * torch.exp(-log_sigma)
 
 
-class ConditionalShift(ConditionalTransform):
+class ConditionalShift(ConditionalBlock):
     """``y = sigma * u + mu(x)`` with one trained scalar ``sigma > 0``: the f-VAE's
     ``v = sigma1 * u + E(x)``. ``logdet = D * log sigma``, ``D`` the size of ``u``."""
 
@@ -63,29 +60,9 @@ class ConditionalShift(ConditionalTransform):
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
 
-    def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, u: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = u[0].numel() * self.log_sigma
-        return self.sigma * u + to_fp32(self.net(x)), logdet.expand(u.shape[0])
+        return self.sigma * u + to_fp32(self.net(self.require(context))), logdet.expand(u.shape[0])
 
-    def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (y - to_fp32(self.net(x))) / self.sigma
-
-
-class ConditionalFlow(nn.Module):
-    """``F_x = step_n o ... o step_1``: conditional steps receive ``x``, flows do not."""
-
-    def __init__(self, *steps: nn.Module):
-        super().__init__()
-        self.steps = nn.ModuleList(steps)
-
-    def forward(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = u.new_zeros(u.shape[0])
-        for step in self.steps:
-            u, ld = step(u, x) if isinstance(step, ConditionalTransform) else step(u)
-            logdet = logdet + ld
-        return u, logdet
-
-    def inverse(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        for step in reversed(self.steps):
-            y = step.inverse(y, x) if isinstance(step, ConditionalTransform) else step.inverse(y)
-        return y
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
+        return (y - to_fp32(self.net(self.require(context)))) / self.sigma

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvae.errors import InputError
+from fvae.flows.base import FlowBlock, zero_logdet
 from fvae.fp32 import full_precision
 
 
@@ -13,7 +15,7 @@ def _random_rotation(channels: int) -> torch.Tensor:
     return q
 
 
-class InvertibleConv1x1(nn.Module):
+class InvertibleConv1x1(FlowBlock):
     """``y = W x`` at every pixel, ``W``: ``(C, C)``; ``logdet = H * W * log|det W|``.
 
     Initialised to a random rotation (``log|det W| = 0``).
@@ -24,16 +26,16 @@ class InvertibleConv1x1(nn.Module):
         self.weight = nn.Parameter(_random_rotation(channels))
 
     @full_precision
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.shape[2] * x.shape[3] * torch.linalg.slogdet(self.weight)[1]
         return F.conv2d(x, self.weight[:, :, None, None]), logdet.expand(x.shape[0])
 
     @full_precision
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         return F.conv2d(y, torch.linalg.inv(self.weight)[:, :, None, None])
 
 
-class InvertibleConv1x1LU(nn.Module):
+class InvertibleConv1x1LU(FlowBlock):
     """The 1x1 convolution with ``W = P L (U + diag(sign * exp(log_s)))``.
 
     ``P`` is a fixed permutation, ``L`` unit lower-triangular, ``U`` strictly
@@ -61,16 +63,16 @@ class InvertibleConv1x1LU(nn.Module):
         return self.permutation @ lower @ upper
 
     @full_precision
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.shape[2] * x.shape[3] * self.log_s.sum()
         return F.conv2d(x, self.weight()[:, :, None, None]), logdet.expand(x.shape[0])
 
     @full_precision
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         return F.conv2d(y, torch.linalg.inv(self.weight())[:, :, None, None])
 
 
-class Permutation(nn.Module):
+class Permutation(FlowBlock):
     """A fixed channel permutation (``logdet = 0``): reversed, or random with a fixed seed."""
 
     def __init__(self, channels: int, kind: str = "reverse", seed: int = 0):
@@ -80,12 +82,12 @@ class Permutation(nn.Module):
         elif kind == "shuffle":
             perm = torch.randperm(channels, generator=torch.Generator().manual_seed(seed))
         else:
-            raise ValueError(f"unknown permutation {kind!r}: expected 'reverse' or 'shuffle'")
+            raise InputError(f"unknown permutation {kind!r}: expected 'reverse' or 'shuffle'")
         self.register_buffer("perm", perm)
         self.register_buffer("inverse_perm", torch.argsort(perm))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x[:, self.perm], x.new_zeros(x.shape[0])
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, self.perm], zero_logdet(x)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         return y[:, self.inverse_perm]

@@ -1,57 +1,62 @@
 """The multi-scale Glow ``F`` (Kingma & Dhariwal, 2018), built from the blocks of this package."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
-from fvae.flows.actnorm import ActNorm
-from fvae.flows.base import FlowSequence
-from fvae.flows.conv1x1 import InvertibleConv1x1, InvertibleConv1x1LU, Permutation
-from fvae.flows.coupling import AdditiveCoupling, AffineCoupling
+from fvae.errors import InputError
+from fvae.flows.base import FlowBlock, FlowSequence, zero_logdet
+from fvae.flows.registry import block_names, build_block
 from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
-
-COUPLINGS = ("affine", "additive")
-MIXINGS = ("conv1x1_lu", "conv1x1", "shuffle", "reverse")
 
 
 def glow_step(channels: int, width: int, coupling: str = "affine", mixing: str = "conv1x1_lu",
-              seed: int = 0) -> FlowSequence:
-    """One step of flow: ActNorm, then channel mixing, then a coupling layer."""
-    if mixing == "conv1x1_lu":
-        mix = InvertibleConv1x1LU(channels)
-    elif mixing == "conv1x1":
-        mix = InvertibleConv1x1(channels)
-    elif mixing in ("shuffle", "reverse"):
-        mix = Permutation(channels, mixing, seed)
-    else:
-        raise ValueError(f"unknown mixing {mixing!r}: expected one of {MIXINGS}")
-    if coupling == "affine":
-        couple = AffineCoupling(channels, width)
-    elif coupling == "additive":
-        couple = AdditiveCoupling(channels, width)
-    else:
-        raise ValueError(f"unknown coupling {coupling!r}: expected one of {COUPLINGS}")
-    return FlowSequence(ActNorm(channels), mix, couple)
+              seed: int = 0, kernel_size: int = 3) -> FlowSequence:
+    """One step of flow: ActNorm, then channel mixing, then a coupling layer (its net's outer
+    convolutions ``kernel_size`` wide); ``mixing`` and ``coupling`` name blocks of those roles
+    in :mod:`fvae.flows.registry`."""
+    for name, role in ((mixing, "mixing"), (coupling, "coupling")):
+        if name not in block_names(role):
+            raise InputError(f"unknown {role} {name!r}: expected one of {block_names(role)}")
+    return FlowSequence(*[build_block(name, channels, width, seed, kernel_size)
+                          for name in ("actnorm", mixing, coupling)])
 
 
-class MultiScaleGlow(nn.Module):
+def per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
+    """``value`` for each of ``levels`` levels: one number for all, or a sequence of ``levels``."""
+    if isinstance(value, int):
+        return [value] * levels
+    if len(value) != levels:
+        raise InputError(f"{len(value)} {name} given for a flow of {levels} levels: give one number or one per level")
+    return list(value)
+
+
+class MultiScaleGlow(FlowBlock):
     """``F``: ``levels`` levels of ``steps`` Glow steps, half the channels split off between levels.
 
     Level ``l`` squeezes its input (except level 0 when ``squeeze_first`` is False, as in
-    the f-VAE whose encoder has already squeezed), runs its steps (``top_steps`` at the last
-    level, where given) and, unless it is the last, whitens half its channels with a learned
-    conditional prior (:class:`GaussianSplit`, its net of ``split_width`` where given) and
-    passes the other half on.
+    the f-VAE whose encoder has already squeezed), runs its steps (``steps`` and ``width``: one
+    number for every level, or one per level; ``top_steps`` at the last level, where given) and,
+    unless it is the last, whitens half its channels with a learned conditional prior
+    (:class:`GaussianSplit`, its net of ``split_width`` where given) and passes the other half
+    on. Coupling nets on a 1x1 map use 1x1 convolutions (all a 3x3 one can be there). With
+    ``num_classes`` the split priors are class-conditional, their context the labels ``(B,)``.
 
     ``forward(x)``: ``(B, C, H, W) -> (z, logdet)`` with ``z`` of the same shape, the
     concatenated, flattened outputs of every level, ``N(0, I)`` under the model;
     ``log p(x) = log N(z; 0, I) + logdet``.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], levels: int, steps: int, width: int,
-                 coupling: str = "affine", mixing: str = "conv1x1_lu", squeeze_first: bool = True,
-                 top_steps: int | None = None, split_width: int | None = None):
+    def __init__(self, in_shape: tuple[int, int, int], levels: int, steps: int | Sequence[int],
+                 width: int | Sequence[int], coupling: str = "affine", mixing: str = "conv1x1_lu",
+                 squeeze_first: bool = True, top_steps: int | None = None, split_width: int | None = None,
+                 num_classes: int = 0):
         super().__init__()
+        steps, widths = per_level(steps, levels, "steps"), per_level(width, levels, "width")
+        if top_steps:
+            steps[-1] = top_steps
         self.in_shape = tuple(in_shape)
         self.squeezes: list[bool] = []
         self.out_shapes: list[tuple[int, int, int]] = []
@@ -62,51 +67,58 @@ class MultiScaleGlow(nn.Module):
             do_squeeze = level > 0 or squeeze_first
             if do_squeeze:
                 if h % 2 or w % 2:
-                    raise ValueError(f"level {level} of the flow must squeeze a {h}x{w} input: "
+                    raise InputError(f"level {level} of the flow must squeeze a {h}x{w} input: "
                                      f"height and width must be even; use fewer levels")
                 c, h, w = 4 * c, h // 2, w // 2
             self.squeezes.append(do_squeeze)
-            count = top_steps if level == levels - 1 and top_steps else steps
-            self.flows.append(FlowSequence(*[glow_step(c, width, coupling, mixing, seed=level * steps + k)
-                                             for k in range(count)]))
+            kernel = 1 if h == w == 1 else 3
+            self.flows.append(FlowSequence(*[glow_step(c, widths[level], coupling, mixing, seed=sum(steps[:level]) + k,
+                                                       kernel_size=kernel)
+                                             for k in range(steps[level])]))
             if level < levels - 1:
                 kept = c // 2
-                self.splits.append(GaussianSplit(kept, c - kept, width=split_width))
+                self.splits.append(GaussianSplit(kept, c - kept, width=split_width, num_classes=num_classes))
                 self.out_shapes.append((c - kept, h, w))
                 c = kept
         self.out_shapes.append((c, h, w))
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(f"flow built for inputs of shape {self.in_shape}, got {tuple(x.shape[1:])}")
+            raise InputError(f"flow built for inputs of shape {self.in_shape}, got {tuple(x.shape[1:])}")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
-        logdet = x.new_zeros(x.shape[0])
+        logdet = zero_logdet(x)
         outputs = []
         for level, flow in enumerate(self.flows):
             if self.squeezes[level]:
                 x = squeeze(x)
-            x, ld = flow(x)
+            x, ld = flow(x, context)
             logdet = logdet + ld
             if level < len(self.splits):
-                kept = x.shape[1] // 2
-                eps, ld = self.splits[level](x[:, :kept], x[:, kept:])
+                x, ld = self.splits[level](x, context)
                 logdet = logdet + ld
-                outputs.append(eps.flatten(1))
+                kept = self.splits[level].kept
+                outputs.append(x[:, kept:].flatten(1))
                 x = x[:, :kept]
         outputs.append(x.flatten(1))
         return torch.cat(outputs, dim=1).view(-1, *self.in_shape), logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
         self._check(z)
         sizes = [c * h * w for c, h, w in self.out_shapes]
         parts = [p.reshape(-1, *shape) for p, shape in zip(z.flatten(1).split(sizes, dim=1), self.out_shapes)]
         x = parts[-1]
         for level in reversed(range(len(self.flows))):
             if level < len(self.splits):
-                x = torch.cat([x, self.splits[level].inverse(x, parts[level])], dim=1)
-            x = self.flows[level].inverse(x)
+                x = self.splits[level].inverse(torch.cat([x, parts[level]], dim=1), context)
+            x = self.flows[level].inverse(x, context)
             if self.squeezes[level]:
                 x = unsqueeze(x)
         return x
+
+    @property
+    def top_dims(self) -> int:
+        """The size of the top level's output, the last entries of the flattened ``z``."""
+        c, h, w = self.out_shapes[-1]
+        return c * h * w

@@ -28,17 +28,20 @@ def memory_format_for(in_channels: int) -> torch.memory_format:
 class CouplingNet(nn.Sequential):
     """``conv3x3(width) - ReLU - conv1x1(width) - ReLU - conv3x3(out, zero-init)``; keeps H, W.
 
-    Runs in ``memory_format`` (see :func:`memory_format_for`), its weights stored in it too, so
-    that their gradients have the weights' strides (which DDP's gradient buckets expect).
+    ``kernel_size=1`` makes the outer convolutions 1x1: on a 1x1 map a 3x3 convolution is
+    one, its eight outer taps multiplying only the zero padding. Runs in ``memory_format``
+    (see :func:`memory_format_for`), its weights stored in it too, so that their gradients have
+    the weights' strides (which DDP's gradient buckets expect).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int):
+    def __init__(self, in_channels: int, out_channels: int, width: int, kernel_size: int = 3):
+        pad = kernel_size // 2
         super().__init__(
-            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.Conv2d(in_channels, width, kernel_size, padding=pad),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 1),
             nn.ReLU(inplace=True),
-            zero_init(nn.Conv2d(width, out_channels, 3, padding=1)),
+            zero_init(nn.Conv2d(width, out_channels, kernel_size, padding=pad)),
         )
         self.set_memory_format(memory_format_for(in_channels))
 

@@ -6,8 +6,17 @@ With ``u ~ N(0, I)``, ``z = F_x(u)``, prior ``q(z) = N(0, I)`` and decoder ``q(x
 
 an upper bound on ``-log q(x)``. A subclass says what ``F_x`` and ``q(x|z)`` are;
 this class turns them into the loss, the importance-weighted bound, sampling,
-encoding and decoding. Images come in and go out in ``[0, 1)``; inside, the model
+encoding and decoding. The prior ``q(z)`` is :class:`~fvae.models.priors.LatentPrior`: ``N(0, I)``,
+or learned on ``F``'s top level (a mixture, per class for a class-conditional model, whose every
+method then takes the labels ``y`` and bounds ``-log q(x | y)``). Images come in and go out in ``[0, 1)``; inside, the model
 works on ``x' = a (x - 1/2)`` and every nats figure includes that map's Jacobian.
+
+With ``pad_to`` the model works on images padded to ``pad_to x pad_to`` (``D'`` pixels) whose
+extra pixels are the background value ``k0``, dequantized like the rest. Its figures are bounds
+for the ``D`` real pixels: ``P_D(k) >= P_D'(k, pad = k0)``, so the padded model's bound on
+``-log P_D'(k, k0)``, ``nats' + D' ln 256``, bounds ``-log P_D(k)`` too; it is reported as
+``nats = nats' + (D' - D) ln 256``, on the scale of ``D`` dequantized pixels, and
+``bpd = (nats + D ln 256) / (D ln 2)`` as for any model.
 """
 from __future__ import annotations
 
@@ -18,16 +27,10 @@ import torch
 from torch import nn
 
 from fvae.config import ModelConfig
+from fvae.errors import InputError
 from fvae.fp32 import to_fp32
 from fvae.models.hub import HubMixin
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over all but the batch dimension: ``(B, ...) -> (B,)``."""
-    z = z.flatten(1)
-    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
+from fvae.models.priors import LOG_2PI, LatentPrior, standard_normal_log_prob
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -97,19 +100,32 @@ class Posterior(NamedTuple):
 
 class LatentFlowModel(nn.Module, HubMixin):
     """Base of every model: eq. A, its importance-weighted bound, sampling and coding; saved
-    and loaded as a Hugging Face folder by ``save_pretrained`` / ``fvae.from_pretrained``."""
+    and loaded as a Hugging Face folder by ``save_pretrained`` / ``fvae.from_pretrained``.
+
+    ``labels``, where a method takes them: ``(B,)`` class indices, required by class-conditional
+    models (``config.num_classes > 0``) and refused by the others."""
 
     latent_shape: tuple[int, ...]
+    prior: LatentPrior
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.image_shape = tuple(config.image_shape)
+        self.model_shape = tuple(config.model_shape)
         self.num_dims = math.prod(self.image_shape)
+        self.num_classes = config.num_classes
         self.data_scale = float(config.data_scale)
+        _, h, w = self.image_shape
+        _, hp, wp = self.model_shape
+        self.crop = (slice((hp - h) // 2, (hp - h) // 2 + h), slice((wp - w) // 2, (wp - w) // 2 + w))
+
+    def build_prior(self, top_dims: int) -> None:
+        """The prior over ``latent_shape`` (set it first), learned on its last ``top_dims`` entries."""
+        self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_classes, self.config.prior_components)
 
     # --- what a model defines -------------------------------------------------------------
-    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+    def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
         """``z = F_x(u)`` for model-space images ``x``: ``(B, C, H, W)``, ``u``: ``(B, *latent_shape)``."""
         raise NotImplementedError
 
@@ -117,13 +133,13 @@ class LatentFlowModel(nn.Module, HubMixin):
         """``log q(x | z)``, ``(B,)``, for model-space ``x``."""
         raise NotImplementedError
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoder's mean for latents ``z``: model-space images ``(B, C, H, W)``."""
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's mean for latents ``z``: model-space images ``(B, *model_shape)``."""
         raise NotImplementedError
 
-    def posterior_mode(self, x: torch.Tensor) -> torch.Tensor:
+    def posterior_mode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``F_x(0)``: the latent of model-space images ``x`` used for reconstruction."""
-        return self.posterior(x, x.new_zeros(x.shape[0], *self.latent_shape)).z
+        return self.posterior(x, x.new_zeros(x.shape[0], *self.latent_shape), labels).z
 
     def gaussian_decoder_log_prob(self, x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor
                                   ) -> torch.Tensor:
@@ -137,52 +153,67 @@ class LatentFlowModel(nn.Module, HubMixin):
 
     # --- data space ----------------------------------------------------------------------
     def to_model_space(self, x: torch.Tensor) -> torch.Tensor:
-        """``x' = a (x - 1/2)``; checks that ``x`` is ``(B, *image_shape)``."""
+        """``x' = a (pad(x) - 1/2)``, ``(B, *image_shape) -> (B, *model_shape)``; checks the shape."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
+            raise InputError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(x.shape)}")
-        return self.data_scale * (x - 0.5)
+        return self.data_scale * (self.pad(x) - 0.5)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in ``[0, 1)`` centred in ``model_shape``, the rest ``(k0 + U[0, 1)) / 256``."""
+        if self.model_shape == self.image_shape:
+            return x
+        padded = (self.config.pad_value + torch.rand(x.shape[0], *self.model_shape, device=x.device,
+                                                     dtype=x.dtype)) / 256
+        padded[(..., *self.crop)] = x
+        return padded
 
     def to_image_space(self, x: torch.Tensor) -> torch.Tensor:
-        return (x / self.data_scale + 0.5).clamp(0.0, 1.0)
+        """Model-space images back to ``[0, 1]``, cropped to ``image_shape``."""
+        return (x[(..., *self.crop)] / self.data_scale + 0.5).clamp(0.0, 1.0)
 
     @property
     def log_jacobian(self) -> float:
-        """``D log a``: ``log p(x) = log p(x') + D log a``."""
-        return self.num_dims * math.log(self.data_scale)
+        """``log p(x) - log p(x')``: ``D' log a`` of the scaling, less ``(D' - D) ln 256`` for the
+        ``D' - D`` padding pixels, whose bins become probabilities (module docstring)."""
+        padded = math.prod(self.model_shape)
+        return padded * math.log(self.data_scale) - (padded - self.num_dims) * math.log(256)
 
     # --- the loss ------------------------------------------------------------------------
-    def log_weights(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
-        """``(-log q(x|z), log q(u) - logdet - log q(z), posterior)`` on model space."""
-        post = self.posterior(x, u)
+    def log_weights(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
+        """``(-log q(x|z), log q(u) - logdet - log q(z|y), posterior)`` on model space."""
+        post = self.posterior(x, u, labels)
         reconstruction = -self.decoder_log_prob(x, post.decoder_input)
-        kl = standard_normal_log_prob(u) - post.logdet - standard_normal_log_prob(post.z)
+        kl = standard_normal_log_prob(u) - post.logdet - self.prior.log_prob(post.z, labels)
         return reconstruction, kl, post
 
-    def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The parts of the negative ELBO, each ``(B,)`` in nats, for images ``x`` in ``[0, 1)``.
 
         ``reconstruction = -log q(x|z)``; ``kl`` the rest of eq. A (closed form where the
         model has it, else its one-sample estimate); ``loss = reconstruction + kl - D log a``.
         """
         xm = self.to_model_space(x)
+        self.prior.check_labels(labels, len(x))
         u = torch.randn(x.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
-        reconstruction, kl, post = self.log_weights(xm, u)
+        reconstruction, kl, post = self.log_weights(xm, u, labels)
         if post.kl is not None:
             kl = post.kl
         return {"loss": reconstruction + kl - self.log_jacobian, "reconstruction": reconstruction, "kl": kl}
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """:meth:`loss_terms`, so that wrappers such as DDP see the loss as the forward pass."""
-        return self.loss_terms(x)
+        return self.loss_terms(x, labels)
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-example negative ELBO in nats, ``(B,)``: an upper bound on ``-log p(x)``."""
-        return self.loss_terms(x)["loss"]
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example negative ELBO in nats, ``(B,)``: an upper bound on ``-log p(x)`` (``-log p(x|y)``)."""
+        return self.loss_terms(x, labels)["loss"]
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 1024) -> torch.Tensor:
-        """Importance-weighted lower bound on ``log p(x)`` in nats, ``(B,)``:
+    def log_likelihood(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 1024,
+                       labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Importance-weighted lower bound on ``log p(x)`` (``log p(x|y)``) in nats, ``(B,)``:
 
             log (1/K) sum_k q(x|z_k) q(z_k) / p(z_k|x),   log p(z|x) = log q(u) - log|det dF_x/du|.
 
@@ -190,34 +221,58 @@ class LatentFlowModel(nn.Module, HubMixin):
         fits in memory.
         """
         xm = self.to_model_space(x)
+        self.prior.check_labels(labels, len(x))
         per_chunk = max(1, chunk_size // x.shape[0])
         log_ws = []
         for start in range(0, num_samples, per_chunk):
             k = min(per_chunk, num_samples - start)
             xk = xm.repeat_interleave(k, dim=0)
+            yk = labels.repeat_interleave(k, dim=0) if labels is not None else None
             u = torch.randn(xk.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
-            reconstruction, kl, _ = self.log_weights(xk, u)
+            reconstruction, kl, _ = self.log_weights(xk, u, yk)
             log_ws.append((-reconstruction - kl).view(x.shape[0], k))
         log_w = torch.cat(log_ws, dim=1)
         return torch.logsumexp(log_w, dim=1) - math.log(num_samples) + self.log_jacobian
 
+    @torch.no_grad()
+    def marginal_log_likelihood(self, x: torch.Tensor, num_samples: int = 100, chunk_size: int = 1024
+                                ) -> torch.Tensor:
+        """A class-conditional model's bound on the marginal ``log p(x) = log sum_y p(x|y) p(y)``,
+        ``(B,)``: the IW bound of each class, weighted by the training set's ``p(y)``. (Each is an
+        unbiased estimate's logarithm, so the log of their weighted sum is a lower bound too.)"""
+        if not self.num_classes:
+            raise InputError("the marginal over classes needs a class-conditional model (model.num_classes > 0)")
+        per_class = [self.log_likelihood(x, num_samples, chunk_size, self._all(x, y)) for y in range(self.num_classes)]
+        return torch.logsumexp(torch.stack(per_class, 1) + self.prior.log_class_prior, dim=1)
+
+    @staticmethod
+    def _all(x: torch.Tensor, label: int) -> torch.Tensor:
+        return torch.full((len(x),), label, dtype=torch.long, device=x.device)
+
     # --- sampling and coding ---------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, num: int, temperature: float = 1.0) -> torch.Tensor:
-        """``z ~ N(0, T^2 I)``, ``x = decoder mean(z)``: ``(num, C, H, W)`` in ``[0, 1]``."""
+    def sample(self, num: int, temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``z ~ q(z|y)`` at ``temperature`` (every standard deviation times ``T``), ``x`` the decoder's
+        mean: ``(num, C, H, W)`` in ``[0, 1]``. A class-conditional model draws ``labels`` from the
+        training set's ``p(y)`` where none are given."""
         device = next(self.parameters()).device
-        z = temperature * torch.randn(num, *self.latent_shape, device=device)
-        return self.to_image_space(to_fp32(self.generate(z)))
+        if self.num_classes and labels is None:
+            labels = self.prior.draw_labels(num, device)
+        self.prior.check_labels(labels, num)
+        z = self.prior.sample(num, temperature, labels, device)
+        return self.to_image_space(to_fp32(self.generate(z, labels)))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in ``[0, 1)`` to latents ``z = F_x(0)``, ``(B, *latent_shape)``."""
-        return self.posterior_mode(self.to_model_space(x))
+        self.prior.check_labels(labels, len(x))
+        return self.posterior_mode(self.to_model_space(x), labels)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents to images in ``[0, 1]``."""
-        return self.to_image_space(to_fp32(self.generate(z)))
+        self.prior.check_labels(labels, len(z))
+        return self.to_image_space(to_fp32(self.generate(z, labels)))
 
     def scales(self) -> dict[str, torch.Tensor]:
         """The model's trained scalar scales (``sigma1``, ``sigma2``) for logging."""

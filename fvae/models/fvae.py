@@ -15,19 +15,22 @@ import torch
 from torch import nn
 
 from fvae.config import ModelConfig
-from fvae.flows.conditional import ConditionalAffine, ConditionalFlow, ConditionalShift
+from fvae.errors import InputError
+from fvae.flows.base import FlowSequence
+from fvae.flows.conditional import ConditionalAffine, ConditionalShift
 from fvae.flows.glow import MultiScaleGlow
 from fvae.models.base import LatentFlowModel, Posterior
 from fvae.models.nets import AffineContext, Decoder, Encoder
 
 
 def encoded_shape(config: ModelConfig) -> tuple[int, int, int]:
-    """The shape of ``E(x)``: ``(C * 4^L, H / 2^L, W / 2^L)``, checking divisibility."""
-    c, h, w = config.image_shape
+    """The shape of ``E(x)``: ``(C * 4^L, H / 2^L, W / 2^L)`` of the (padded) ``model_shape``,
+    checking divisibility."""
+    c, h, w = config.model_shape
     scale = 2 ** config.encoder_levels
     if h % scale or w % scale:
-        raise ValueError(f"{config.encoder_levels} squeeze levels need height and width divisible by {scale}, "
-                         f"got {h}x{w}")
+        raise InputError(f"{config.encoder_levels} squeeze levels need height and width divisible by {scale}, "
+                         f"got {h}x{w}; set model.pad_to or use fewer levels")
     return (c * scale * scale, h // scale, w // scale)
 
 
@@ -45,31 +48,32 @@ class FVAE(LatentFlowModel):
         super().__init__(config)
         self.latent_shape = encoded_shape(config)
         self.inner = self.build_inner(config)
-        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.flow_steps, config.flow_width,
-                                   config.coupling, config.mixing, squeeze_first=False,
-                                   top_steps=config.flow_top_steps, split_width=config.split_prior_width)
+        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
+                                   config.level_widths(), config.coupling, config.mixing, squeeze_first=False,
+                                   split_width=config.split_prior_width, num_classes=config.num_classes)
+        self.build_prior(self.flow.top_dims)
         self.decoder = Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks,
                                config.encoder_hidden)
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
                                        requires_grad=config.sigma2_trainable)
 
-    def build_inner(self, config: ModelConfig) -> ConditionalFlow:
-        return ConditionalFlow(ConditionalShift(make_encoder(config), config.sigma1_init))
+    def build_inner(self, config: ModelConfig) -> FlowSequence:
+        return FlowSequence(ConditionalShift(make_encoder(config), config.sigma1_init))
 
-    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+    def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
         v, logdet_inner = self.inner(u, x)
-        z, logdet_flow = self.flow(v)
+        z, logdet_flow = self.flow(v, labels)
         return Posterior(z, logdet_inner + logdet_flow, v)
 
     def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.gaussian_decoder_log_prob(x, self.decoder(v), self.log_sigma2)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.flow.inverse(z))
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.flow.inverse(z, labels))
 
     def scales(self) -> dict[str, torch.Tensor]:
         scales = {"sigma2": self.log_sigma2.exp().detach()}
-        first = self.inner.steps[0]
+        first = self.inner.blocks[0]
         if isinstance(first, ConditionalShift):
             scales["sigma1"] = first.sigma.detach()
         return scales
@@ -86,11 +90,11 @@ class CompositeFVAE(FVAE):
 
     kind = "composite"
 
-    def build_inner(self, config: ModelConfig) -> ConditionalFlow:
+    def build_inner(self, config: ModelConfig) -> FlowSequence:
         shape = encoded_shape(config)
         inner_flow = MultiScaleGlow(shape, 1, config.inner_flow_steps, config.flow_width, config.coupling,
                                     config.mixing, squeeze_first=False)
-        return ConditionalFlow(
+        return FlowSequence(
             ConditionalAffine(AffineContext(make_encoder(config), shape[0])),
             inner_flow,
             ConditionalAffine(AffineContext(make_encoder(config), shape[0])),

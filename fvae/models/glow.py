@@ -11,8 +11,9 @@ import math
 import torch
 
 from fvae.config import ModelConfig
+from fvae.errors import InputError
 from fvae.flows.glow import MultiScaleGlow
-from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob, standard_normal_log_prob
+from fvae.models.base import LatentFlowModel, Posterior, gaussian_log_prob
 
 
 class Glow(LatentFlowModel):
@@ -22,28 +23,45 @@ class Glow(LatentFlowModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.latent_shape = tuple(config.image_shape)
-        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.flow_steps, config.flow_width,
-                                   config.coupling, config.mixing, squeeze_first=True,
-                                   top_steps=config.flow_top_steps, split_width=config.split_prior_width)
+        self.latent_shape = tuple(config.model_shape)
+        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
+                                   config.level_widths(), config.coupling, config.mixing, squeeze_first=True,
+                                   split_width=config.split_prior_width, num_classes=config.num_classes)
+        self.build_prior(self.flow.top_dims)
         self.register_buffer("log_sigma", torch.tensor(math.log(config.dequant_sigma)))
 
-    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+    def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
         v = x + torch.exp(self.log_sigma) * u
-        z, logdet = self.flow(v)
-        return Posterior(z, logdet + self.num_dims * self.log_sigma, v)
+        z, logdet = self.flow(v, labels)
+        return Posterior(z, logdet + v[0].numel() * self.log_sigma, v)
 
     def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return gaussian_log_prob(x, v, self.log_sigma)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.flow.inverse(z)
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.flow.inverse(z, labels)
 
-    def posterior_mode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flow(x)[0]
+    def posterior_mode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.flow(x, labels)[0]
 
     @torch.no_grad()
-    def exact_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p_F(x)`` in nats, ``(B,)``: the flow's exact density at images ``x`` in ``[0, 1)``."""
-        z, logdet = self.flow(self.to_model_space(x))
-        return standard_normal_log_prob(z) + logdet + self.log_jacobian
+    def exact_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p_F(x)`` (``log p_F(x|y)``) in nats, ``(B,)``: the flow's exact density at images
+        ``x`` in ``[0, 1)``."""
+        self.prior.check_labels(labels, len(x))
+        z, logdet = self.flow(self.to_model_space(x), labels)
+        return self.prior.log_prob(z, labels) + logdet + self.log_jacobian
+
+    @torch.no_grad()
+    def exact_marginal_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """A class-conditional Glow's exact ``log p(x) = log sum_y p(x|y) p(y)``, ``(B,)``, with
+        the same dequantization noise (padding) for every class."""
+        if not self.num_classes:
+            raise InputError("the marginal over classes needs a class-conditional model (model.num_classes > 0)")
+        xm = self.to_model_space(x)
+        per_class = []
+        for y in range(self.num_classes):
+            labels = self._all(x, y)
+            z, logdet = self.flow(xm, labels)
+            per_class.append(self.prior.log_prob(z, labels) + logdet)
+        return torch.logsumexp(torch.stack(per_class, 1) + self.prior.log_class_prior, dim=1) + self.log_jacobian

@@ -21,15 +21,13 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 
 from fvae.config import ConfigError, ModelConfig, as_plain_dict
+from fvae.errors import PretrainedError
 from fvae.models.weights import WeightsError, load_weights
 from fvae.version import __version__ as VERSION
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
-
-class PretrainedError(ValueError):
-    """A pretrained folder or Hub id that cannot be loaded as asked."""
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

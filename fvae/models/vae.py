@@ -4,7 +4,9 @@ The log-det and the two Gaussian terms of eq. A integrate to the closed form
 
     KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum (mu^2 + sigma^2 - 1 - 2 log sigma),
 
-which the loss uses; the importance-weighted bound uses the sampled terms.
+which the loss uses (against a learned Gaussian prior, class-conditional or not, its own closed
+form; a mixture prior has none and the loss samples it); the importance-weighted bound uses the
+sampled terms.
 """
 from __future__ import annotations
 
@@ -18,11 +20,6 @@ from fvae.flows.conditional import ConditionalAffine
 from fvae.models.base import LatentFlowModel, Posterior
 from fvae.models.fvae import encoded_shape, make_encoder
 from fvae.models.nets import Decoder, FlatHead, Unflatten
-
-
-def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """``KL(N(mu, sigma^2) || N(0, I))`` per example, ``(B, d) -> (B,)``."""
-    return 0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma).sum(1)
 
 
 class VAE(LatentFlowModel):
@@ -42,16 +39,17 @@ class VAE(LatentFlowModel):
         )
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
                                        requires_grad=config.sigma2_trainable)
+        self.build_prior(config.latent_dim)
 
-    def posterior(self, x: torch.Tensor, u: torch.Tensor) -> Posterior:
+    def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
         mu, log_sigma = self.encoder.mean_log_sigma(x)
         z = mu + torch.exp(log_sigma) * u
-        return Posterior(z, log_sigma.sum(1), z, gaussian_kl(mu, log_sigma))
+        return Posterior(z, log_sigma.sum(1), z, self.prior.gaussian_kl(mu, log_sigma, labels))
 
     def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.gaussian_decoder_log_prob(x, self.decoder(z), self.log_sigma2)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
 
     def scales(self) -> dict[str, torch.Tensor]:

@@ -7,15 +7,29 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from fvae.errors import WeightsError
 
-class WeightsError(ValueError):
-    """A weights file that cannot be read, or whose tensors do not fit the module."""
+# names that earlier releases gave weights (fvae 0.3: the f-VAE's conditional part was a
+# ConditionalFlow of "steps", now a FlowSequence of "blocks")
+RENAMED = (("inner.steps.", "inner.blocks."),)
+
+
+
+def upgrade_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with the names of earlier releases (:data:`RENAMED`) replaced by today's."""
+    renamed = {}
+    for name, tensor in tensors.items():
+        for old, new in RENAMED:
+            if name.startswith(old):
+                name = new + name[len(old):]
+        renamed[name] = tensor
+    return renamed
 
 
 def load_weights(module: torch.nn.Module, file: Path) -> None:
     """Load safetensors weights, with a clear message when the file is damaged or names or shapes differ."""
     try:
-        tensors = load_file(file)
+        tensors = upgrade_names(load_file(file))
     except (SafetensorError, OSError) as error:
         raise WeightsError(f"cannot read {file}: {error}") from error
     own = module.state_dict()

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fvae.errors import InputError
+
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """Each image blurred by a Gaussian of its own standard deviation ``sigma`` (pixels; 0: none)."""
@@ -68,7 +70,7 @@ def degrade(x: torch.Tensor, kind: str, strength: float, g: torch.Generator) -> 
         return uniform_noise(x, strength, g)
     if kind == "shuffled_patches":
         return shuffle_patches(x, strength, g)
-    raise ValueError(f"unknown degradation {kind!r}: expected one of {tuple(DEGRADATIONS)}")
+    raise InputError(f"unknown degradation {kind!r}: expected one of {tuple(DEGRADATIONS)}")
 
 
 # kind -> graded strengths (the first, 0, leaves images unchanged): blur sigma in pixels, noise

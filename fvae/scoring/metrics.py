@@ -30,3 +30,18 @@ def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor | float:
     if isinstance(mse, torch.Tensor):
         return 10 * torch.log10(peak ** 2 / mse)
     return 10 * math.log10(peak ** 2 / mse)
+
+
+def auroc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """The area under the ROC curve of a score that should be higher for ``positives``: the
+    probability that a random positive scores above a random negative, ties counting half
+    (the Mann-Whitney statistic), from the ranks of both sets together."""
+    scores = torch.cat([negatives, positives]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores[order][1:][scores[order][1:] == scores[order][:-1]].unique():  # ties: their mean rank
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    n, m = len(negatives), len(positives)
+    return ((ranks[n:].sum() - m * (m + 1) / 2) / (n * m)).item()

@@ -15,7 +15,9 @@ Four numbers, all in the features of the dataset's :class:`~fvae.scoring.judge.J
   probability;
 * ``sharpness``: the clarity of the images relative to the reference's, in pixels rather than
   features (:func:`laplacian_energy`): 1 for images as sharp as real ones, below 1 for blurred.
-  Noise raises it too, so it is read beside FID and ``recognizable``, never alone.
+  Noise raises it too, so it is read beside FID and ``recognizable``, never alone;
+* ``class_accuracy``, for images drawn for given classes (a class-conditional model's): the share
+  the judge reads as the class asked for (its most probable output, "none" included, is that class).
 
 The judges of the embedded digits and of Fashion-MNIST ship with fvae (``fvae/scoring/weights/``),
 so every user scores with the same ruler; for another labelled dataset one is trained on first
@@ -35,14 +37,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from fvae.errors import InputError, ScoreUnavailable
 from fvae.scoring.judge import Judge, train_judge
 
-
-class ScoreUnavailable(RuntimeError):
-    """The sample score cannot be computed as asked (no judge, no Inception weights)."""
-
-
 SCORE_KEYS = ("fid", "precision", "recall", "recognizable", "sharpness")
+# and, for images drawn for given classes (a class-conditional model's), the share read as that class
+CLASS_SCORE_KEYS = ("class_accuracy",)
 RECOGNIZABLE_CONFIDENCE = 0.9
 RECOGNIZABLE_RULES = {
     "class": "the judge gives one class probability >= 0.9",
@@ -62,7 +62,7 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     for name, feats in (("first", a), ("second", b)):
         bad = (~feats.isfinite().all(1)).sum().item()
         if bad:
-            raise ValueError(f"{bad} of {len(feats)} feature rows of the {name} set are not finite "
+            raise InputError(f"{bad} of {len(feats)} feature rows of the {name} set are not finite "
                              f"(non-finite images?); FID is undefined")
     a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -117,7 +117,7 @@ def _labelled(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [dataset[i] for i in range(len(dataset))]
         images, labels = torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
     if (labels < 0).any():
-        raise ValueError("the dataset has no labels: the sample score needs a labelled training split "
+        raise InputError("the dataset has no labels: the sample score needs a labelled training split "
                          "to train its judge")
     return images, labels
 
@@ -154,7 +154,7 @@ def load_judge(dataset_key: str, train_set: Dataset | None, channels: int) -> Ju
     if path.exists():
         return _load(path)
     if train_set is None:
-        raise ValueError(f"no judge for dataset {dataset_key!r} at {path}, and no training split to train one")
+        raise InputError(f"no judge for dataset {dataset_key!r} at {path}, and no training split to train one")
     images, labels = _labelled(train_set)
     print(f"fvae: training a judge for {dataset_key} ({len(images):,} labelled images, 2,000 steps; about 10 "
           f"minutes on 2 CPU cores), once: the sample score needs one; it is cached at {path}", file=sys.stderr)
@@ -215,9 +215,17 @@ class SampleScorer:
         confidence = classes.amax(1) if self.judge.recognizable_rule == "class" else classes.sum(1)
         return confidence >= RECOGNIZABLE_CONFIDENCE
 
-    def score(self, images: torch.Tensor) -> dict[str, float | int | str]:
+    def class_accuracy(self, probs: torch.Tensor, labels: torch.Tensor) -> float:
+        """The share of images whose most probable judge output ("none" included) is their label."""
+        if labels.shape != (len(probs),) or labels.min() < 0 or labels.max() >= self.judge.num_classes:
+            raise InputError(f"labels must be ({len(probs)},) class indices in 0..{self.judge.num_classes - 1}, "
+                             f"as the judge's classes")
+        return (probs.argmax(1) == labels.to(probs.device)).double().mean().item()
+
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float | int | str]:
         """``fid``, ``precision``, ``recall``, ``recognizable``, ``sharpness`` of ``images``
-        ``(N, C, H, W)`` in ``[0, 1]``; images that are not finite are counted (``nonfinite``) and
+        ``(N, C, H, W)`` in ``[0, 1]``, and ``class_accuracy`` where ``labels`` ``(N,)`` say which
+        class each image was drawn for; images that are not finite are counted (``nonfinite``) and
         scored as blank."""
         images = images.float()
         finite = images.flatten(1).isfinite().all(1)
@@ -230,6 +238,8 @@ class SampleScorer:
             "sharpness": laplacian_energy(images.clamp(0, 1)) / self.reference_energy, "num_images": len(images),
             "nonfinite": int((~finite).sum()), "features": self.name, "recognizable_rule": self.judge.recognizable_rule,
         }
+        if labels is not None:
+            result["class_accuracy"] = self.class_accuracy(probs, labels)
         if self.inception is not None:
             result["fid_inception"] = frechet_distance(self._batched(self.inception, images),
                                                        self.reference_inception)

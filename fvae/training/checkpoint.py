@@ -30,21 +30,15 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from fvae.config import ConfigError, RunConfig
+from fvae.errors import CheckpointError, CheckpointWriteError
 from fvae.models import LatentFlowModel, model_from_config
-from fvae.models.weights import WeightsError, load_weights
+from fvae.models.weights import load_weights
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 REQUIRED = ("model.safetensors", "state.pt", "config.yaml")
 
 
-class CheckpointError(WeightsError):
-    """A checkpoint that is missing, damaged, or of another configuration (weights that do not
-    load are a :class:`~fvae.models.weights.WeightsError`, its base)."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the message names the cause and the last good checkpoint."""
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
-"""What a training run writes besides checkpoints: TensorBoard scalars and images, the sample
-grids ``samples_T*.png``, ``metrics.jsonl`` (one line per evaluation) and ``summary.json``.
+"""What a training run writes besides checkpoints: scalars and images for its tracker (TensorBoard,
+or MLflow: :mod:`fvae.training.trackers`), the sample grids ``samples_T*.png``, ``metrics.jsonl``
+(one line per evaluation) and ``summary.json``.
 
 Only the main process writes; the others hold a :class:`RunLog` that does nothing.
 """
@@ -9,19 +10,20 @@ import json
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
 from fvae.scoring.metrics import bits_per_dim
-from fvae.scoring.score import SCORE_KEYS
+from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS
+from fvae.training.trackers import make_tracker
 
 
 class RunLog:
-    """The run folder's logs. ``active`` is False on every process but the main one."""
+    """The run folder's logs. ``active`` is False on every process but the main one; ``logger``
+    names the tracker (``train.logger``), which also gets the run's ``config`` (a plain dict)."""
 
-    def __init__(self, run_dir: Path, active: bool):
+    def __init__(self, run_dir: Path, active: bool, logger: str = "tensorboard", config: dict | None = None):
         self.run_dir, self.active = run_dir, active
-        self.writer = SummaryWriter(str(run_dir / "tensorboard")) if active else None
+        self.tracker = make_tracker(logger, run_dir, config or {}) if active else None
 
     def training(self, step: int, terms: dict[str, float], num_dims: int, extras: dict[str, float]) -> None:
         """The loss parts (nats), bits/dim, and ``extras`` (gradient norm, learning rate, counters,
@@ -29,10 +31,10 @@ class RunLog:
         if not self.active:
             return
         for k, v in terms.items():
-            self.writer.add_scalar(f"train/{k}", v, step)
-        self.writer.add_scalar("train/bits_per_dim", bits_per_dim(terms["loss"], num_dims), step)
+            self.tracker.scalar(f"train/{k}", v, step)
+        self.tracker.scalar("train/bits_per_dim", bits_per_dim(terms["loss"], num_dims), step)
         for k, v in extras.items():
-            self.writer.add_scalar(k, v, step)
+            self.tracker.scalar(k, v, step)
 
     def samples(self, step: int, images_by_temperature: dict[float, torch.Tensor]) -> None:
         """``samples_T{t}.png`` grids, 8 a row, and the same grids in TensorBoard."""
@@ -40,17 +42,17 @@ class RunLog:
             return
         for t, images in images_by_temperature.items():
             save_image(images, self.run_dir / f"samples_T{t:g}.png", nrow=8)
-            self.writer.add_image(f"samples/T={t:g}", make_grid(images, nrow=8), step)
+            self.tracker.image(f"samples/T={t:g}", make_grid(images, nrow=8), step)
 
     def evaluation(self, record: dict) -> None:
         """One line of ``metrics.jsonl`` (step, training time, test bits/dim, the sample score) and
         its numbers in TensorBoard."""
         if not self.active:
             return
-        self.writer.add_scalar("test/bits_per_dim", record["test_bpd"], record["step"])
-        for key in SCORE_KEYS:
+        self.tracker.scalar("test/bits_per_dim", record["test_bpd"], record["step"])
+        for key in SCORE_KEYS + CLASS_SCORE_KEYS:
             if key in record:
-                self.writer.add_scalar(f"test/{key}", record[key], record["step"])
+                self.tracker.scalar(f"test/{key}", record[key], record["step"])
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -66,5 +68,5 @@ class RunLog:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.tracker is not None:
+            self.tracker.close()

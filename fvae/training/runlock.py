@@ -9,9 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
-
-class RunLocked(RuntimeError):
-    """Another process is training into the same run folder."""
+from fvae.errors import RunLocked
 
 
 class RunLock:

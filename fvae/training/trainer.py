@@ -27,10 +27,12 @@ from tqdm import tqdm
 from fvae.config import RunConfig
 from fvae.data import dataset_key, dequantize, load_dataset
 from fvae.data.batches import EpochBatches, step_seed
+from fvae.data.labels import class_counts
+from fvae.errors import PathExists, PathMissing, TrainingDiverged
 from fvae.models import LatentFlowModel, model_from_config
 from fvae.models.weights import load_weights
 from fvae.scoring.evaluate import draw_samples, sample_score, test_bits_per_dim
-from fvae.scoring.score import SCORE_KEYS, SampleScorer, scorer_for
+from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS, SampleScorer, scorer_for
 from fvae.training.checkpoint import (
     CheckpointWriteError,
     check_compatible,
@@ -45,10 +47,7 @@ from fvae.training.distributed import all_mean, any_rank, barrier, setup_distrib
 from fvae.training.precision import autocast_for, set_tf32, use_bf16
 from fvae.training.run_log import RunLog
 from fvae.training.runlock import RunLock
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many non-finite steps in a row."""
+from fvae.training.schedule import lr_factor
 
 
 def ema_with_warmup(decay: float):
@@ -108,11 +107,13 @@ class Trainer:
         shape = config.model.image_shape
         self.train_set = train_set if train_set is not None else load_dataset(config.data, "train", shape)
         self.test_set = test_set if test_set is not None else load_dataset(config.data, "test", shape)
+        self.class_counts = (class_counts(self.train_set, config.model.num_classes, config.data.name)
+                             if config.model.num_classes else None)
         self.batches = EpochBatches(self.train_set, tc.batch_size, tc.seed, self.ctx.rank, self.ctx.world_size,
                                     tc.num_workers, pin_memory=self.ctx.device.type == "cuda")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda n: min(1.0, (n + 1) / max(1, tc.warmup_steps)))
+            self.optimizer, lambda n: lr_factor(n, tc.schedule, tc.warmup_steps, tc.max_steps))
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(tc.ema_decay), use_buffers=True)
                     if tc.ema_decay else None)
         self.step, self.bad_steps, self.bad_in_a_row, self.unreadable, self.elapsed = 0, 0, 0, 0, 0.0
@@ -134,20 +135,22 @@ class Trainer:
         """Lock the run folder, then continue from its newest valid checkpoint or start afresh."""
         found = list_checkpoints(self.run_dir)
         if found and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
+            raise PathExists(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
                                   f"or choose another --out")
         if resume and not found:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+            raise PathMissing(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
         if self.lock is not None:
             self.lock.acquire()
         try:
             if resume:
                 checkpoint = newest_valid_checkpoint(self.run_dir)
                 if checkpoint is None:
-                    raise FileNotFoundError(f"--resume: every checkpoint under {self.run_dir / 'checkpoints'} "
+                    raise PathMissing(f"--resume: every checkpoint under {self.run_dir / 'checkpoints'} "
                                             f"is damaged")
                 self._restore(checkpoint)
             else:
+                if self.class_counts is not None:
+                    self.model.prior.set_class_frequencies(self.class_counts)
                 self._initialize_actnorm()
         except BaseException:
             self.close()
@@ -159,9 +162,11 @@ class Trainer:
         tc = self.config.train
         g = torch.Generator().manual_seed(tc.seed)
         index = torch.randperm(len(self.train_set), generator=g)[: tc.batch_size * self.ctx.world_size]
-        images = torch.stack([self.batches.dataset[int(i)][0] for i in index])
+        items = [self.batches.dataset[int(i)] for i in index]
+        images = torch.stack([item[0] for item in items])
+        labels = torch.tensor([int(item[1]) for item in items])
         torch.manual_seed(tc.seed)
-        self.model(dequantize(images, g).to(self.ctx.device))
+        self.model(dequantize(images, g).to(self.ctx.device), self._labels(labels))
         if self.ema is not None:
             self.ema.module.load_state_dict(self.model.state_dict())
 
@@ -214,7 +219,7 @@ class Trainer:
     def _session(self):
         """The run log and progress bar of :meth:`fit`; SIGINT and SIGTERM end the loop after the
         current step; a write that fails names the cause and what survives; the lock is released."""
-        log = RunLog(self.run_dir, self.ctx.is_main)
+        log = RunLog(self.run_dir, self.ctx.is_main, self.config.train.logger, self.config.to_dict())
         bar = tqdm(total=self.config.train.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.ctx.is_main))
         handlers = self._catch_signals()
@@ -246,7 +251,12 @@ class Trainer:
             return "max_time"
         return None
 
-    def _train_step(self, step: int, images: torch.Tensor, unreadable: int) -> tuple[dict, torch.Tensor]:
+    def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """A batch's labels on the device, for a class-conditional model; None for the others."""
+        return labels.to(self.ctx.device, non_blocking=True) if self.config.model.num_classes else None
+
+    def _train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor, unreadable: int
+                    ) -> tuple[dict, torch.Tensor]:
         """One optimisation step on this rank's batch: a step whose loss or gradient is not finite
         on any rank is skipped and counted; too many in a row raise :class:`TrainingDiverged`."""
         tc = self.config.train
@@ -255,7 +265,7 @@ class Trainer:
         x = dequantize(images, torch.Generator().manual_seed(seed)).to(self.ctx.device, non_blocking=True)
         self.model.train()
         with autocast_for(self.ctx.device, self.bf16):
-            terms = self.forward(x)
+            terms = self.forward(x, self._labels(labels))
         loss = terms["loss"].float().mean()
         self.optimizer.zero_grad(set_to_none=True)
         (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
@@ -332,7 +342,7 @@ class Trainer:
                                                 tc.seed + 1, self.ctx.device),
                   "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable}
         score = self.test_score()
-        return record | ({k: score[k] for k in SCORE_KEYS} if score is not None else {})
+        return record | ({k: score[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in score} if score is not None else {})
 
     def _checkpoint(self, log: RunLog) -> Path | None:
         """Evaluate, then save a checkpoint (rank 0); every rank waits for it."""
@@ -362,7 +372,7 @@ class Trainer:
         if self.ctx.is_main:
             last_eval = log.last_evaluation() or {}
             summary = {"steps": self.step, "wall_time": round(self.elapsed, 2), "test_bpd": last_eval.get("test_bpd"),
-                       **{k: last_eval[k] for k in SCORE_KEYS if k in last_eval},
+                       **{k: last_eval[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in last_eval},
                        "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable,
                        "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size}
             log.summary(summary)

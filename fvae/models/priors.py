@@ -1,0 +1,137 @@
+"""The prior ``q(z)`` of every model: ``N(0, I)``, or a learned one on ``F``'s top level.
+
+``z`` flattened has ``D`` entries; the last ``d`` are the top level of ``F`` (for the VAE, its
+whole latent). The split-off levels before them are already whitened by ``F``'s conditional
+split priors and stay ``N(0, I)``. The top level's prior is a mixture of ``K`` diagonal
+Gaussians, one set of them per class ``y`` where the model is class-conditional:
+
+    q(z_top | y) = sum_k pi_{y,k} N(z_top; mu_{y,k}, diag(sigma_{y,k}^2)),
+
+``K = 1`` a learned Gaussian. Without classes and with ``K = 1`` it is ``N(0, I)`` and has no
+parameters. A class-conditional model's marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)``
+the training set's class frequencies (:meth:`LatentPrior.set_class_frequencies`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fvae.errors import InputError
+from fvae.flows.base import class_weights, soft_clamp
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over all but the batch dimension: ``(B, ...) -> (B,)``."""
+    z = z.flatten(1)
+    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
+
+
+class LatentPrior(nn.Module):
+    """``q(z | y)`` over latents of ``latent_shape`` whose last ``top_dims`` entries have the
+    learned prior (module docstring). ``labels``: ``(B,)`` class indices, or ``(B, C)`` class
+    weights (a soft label mixes the classes' parameters linearly), required (and only allowed)
+    when ``num_classes > 0``. Component means start spread as ``N(0, I)`` draws (``K > 1``) or at
+    0, scales at 1, weights equal."""
+
+    def __init__(self, latent_shape: tuple[int, ...], top_dims: int, num_classes: int = 0, components: int = 1,
+                 scale_bound: float = 5.0):
+        super().__init__()
+        self.latent_shape, self.top_dims = tuple(latent_shape), top_dims
+        self.num_classes, self.components, self.scale_bound = num_classes, components, scale_bound
+        self.learned = num_classes > 0 or components > 1
+        if self.learned:
+            sets = max(1, num_classes)
+            means = torch.randn(1, components, top_dims).expand(sets, -1, -1).clone() if components > 1 \
+                else torch.zeros(sets, 1, top_dims)
+            self.means = nn.Parameter(means)
+            self.log_scales = nn.Parameter(torch.zeros(sets, components, top_dims))
+            self.logits = nn.Parameter(torch.zeros(sets, components))
+        if num_classes:
+            self.register_buffer("log_class_prior", torch.full((num_classes,), -math.log(num_classes)))
+
+    # --- classes -----------------------------------------------------------------------------
+    def check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
+        """Labels of the right kind for this prior, or a clear error."""
+        if not self.num_classes:
+            if labels is not None:
+                raise InputError("labels were given to a model that is not class-conditional (model.num_classes=0)")
+            return
+        if labels is None:
+            raise InputError(f"this model is class-conditional (model.num_classes={self.num_classes}): "
+                             f"pass labels, a (B,) tensor of class indices")
+        if labels.dim() == 2 and labels.shape == (batch, self.num_classes) and labels.is_floating_point():
+            if (labels < 0).any() or not torch.allclose(labels.sum(1), torch.ones_like(labels[:, 0]), atol=1e-4):
+                raise InputError("soft labels must be rows of non-negative class weights that sum to 1")
+            return
+        if labels.shape != (batch,) or labels.dtype not in (torch.int64, torch.int32):
+            raise InputError(f"labels must be a ({batch},) tensor of integer class indices (or ({batch}, "
+                             f"{self.num_classes}) class weights), got {tuple(labels.shape)} {labels.dtype}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise InputError(f"labels must lie in 0..{self.num_classes - 1}, got {int(labels.min())}.."
+                             f"{int(labels.max())} (an unlabelled dataset gives -1)")
+
+    @torch.no_grad()
+    def set_class_frequencies(self, counts: torch.Tensor) -> None:
+        """``p(y)`` from the training set's class counts ``(num_classes,)``."""
+        counts = counts.double()
+        self.log_class_prior.copy_((counts / counts.sum()).log().to(self.log_class_prior))
+
+    def draw_labels(self, num: int, device) -> torch.Tensor:
+        """``num`` labels drawn from ``p(y)``."""
+        return torch.multinomial(self.log_class_prior.exp(), num, replacement=True).to(device)
+
+    # --- the density and sampling ----------------------------------------------------------
+    def _top(self, labels: torch.Tensor | None, batch: int):
+        """Per-example means, log-scales ``(B, K, d)`` and log-weights ``(B, K)``."""
+        if labels is None:
+            expand = (batch, -1, -1)
+            return (self.means.expand(*expand), soft_clamp(self.log_scales, self.scale_bound).expand(*expand),
+                    torch.log_softmax(self.logits, dim=1).expand(batch, -1))
+        w = class_weights(labels, self.num_classes, self.means.dtype)
+        return (torch.einsum("bc,ckd->bkd", w, self.means),
+                soft_clamp(torch.einsum("bc,ckd->bkd", w, self.log_scales), self.scale_bound),
+                torch.log_softmax(w @ self.logits, dim=1))
+
+    def log_prob(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``log q(z | y)``, ``(B, *latent_shape) -> (B,)``."""
+        if not self.learned:
+            return standard_normal_log_prob(z)
+        flat = z.flatten(1)
+        rest, top = flat[:, :-self.top_dims], flat[:, -self.top_dims:]
+        mean, log_scale, log_weight = self._top(labels, len(z))
+        eps = (top[:, None] - mean) * torch.exp(-log_scale)
+        per_component = -0.5 * (eps.pow(2) + LOG_2PI).sum(2) - log_scale.sum(2)
+        return standard_normal_log_prob(rest) + torch.logsumexp(log_weight + per_component, dim=1)
+
+    def sample(self, num: int, temperature: float = 1.0, labels: torch.Tensor | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+        """``z ~ q(z | y)`` with every standard deviation times ``temperature``: ``(num, *latent_shape)``."""
+        dtype = self.means.dtype if self.learned else torch.get_default_dtype()
+        z = temperature * torch.randn(num, math.prod(self.latent_shape), device=device, dtype=dtype)
+        if self.learned:
+            mean, log_scale, log_weight = self._top(labels, num)
+            k = torch.multinomial(log_weight.exp(), 1).squeeze(1)
+            rows = torch.arange(num, device=device)
+            z[:, -self.top_dims:] = mean[rows, k] + torch.exp(log_scale[rows, k]) * z[:, -self.top_dims:]
+        return z.view(num, *self.latent_shape)
+
+    def gaussian_kl(self, mu: torch.Tensor, log_sigma: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> torch.Tensor | None:
+        """``KL(N(mu, sigma^2) || q(z | y))`` per example for a Gaussian posterior over the whole
+        latent ``(B, d)`` (the VAE), where it has a closed form (``K = 1``), else None:
+
+            1/2 sum [ (sigma^2 + (mu - m)^2) / s^2 - 1 - 2 log sigma + 2 log s ].
+        """
+        if self.components > 1:
+            return None
+        if not self.learned:
+            m, log_s = torch.zeros_like(mu), torch.zeros_like(mu)
+        else:
+            mean, log_scale, _ = self._top(labels, len(mu))
+            m, log_s = mean[:, 0], log_scale[:, 0]
+        ratio = torch.exp(2 * (log_sigma - log_s)) + (mu - m).pow(2) * torch.exp(-2 * log_s)
+        return 0.5 * (ratio - 1 - 2 * log_sigma + 2 * log_s).sum(1)
