@@ -180,39 +180,54 @@ def seconds_to(curve: list[dict], share: float) -> float | None:
     return next((p["train_seconds"] for p in curve if p["recognizable"] >= share), None)
 
 
-def run_model(name: str, args, train_images, test_images, test_labels, data: DataConfig, scorer, work: Path) -> dict:
-    torch.manual_seed(args.seed)
-    preset = "fashion-mnist" if args.data == "fashion-mnist" else "mnist"
-    run = (FvaeRun(name, preset, data, args.seed, work, args.set, args.marginal_samples) if name in FVAE_MODELS
-           else PeerRun(build(name), train_images, args.batch, args.lr, args.seed))
-    labels = class_labels(run.adapter, args.score_samples)
-    row = {"model": name, "parameters": count_parameters(run.adapter)}
-    print(f"== {name}: {row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
-    temperature, curve = own_temperature(name, preset, args.set), []
-    for piece in range(1, args.curve_points + 1):
-        trained = run.train_until(args.budget * piece / args.curve_points)
-        samples, _ = draw(run.adapter, args.score_samples, args.seed, temperature)
-        curve.append({"train_seconds": trained["train_seconds"], "steps": trained["steps"],
-                      **score(scorer, samples, labels)})
-        print(f"   {curve[-1]}", flush=True)
-    adapter = run.adapter
-    row |= trained
-    row["train_images_per_s"] = round(trained["steps"] * trained["batch"] / trained["train_seconds"], 1)
-    if hasattr(adapter, "fit_sigma"):
-        g = torch.Generator().manual_seed(args.seed)
-        adapter.fit_sigma(dequantize(train_images[i:i + 200], g) for i in range(0, 2000, 200))
-    row |= evaluate(adapter, test_images, test_labels, args.iw_samples, args.seed, args.marginal_images)
-    samples, seconds = draw(adapter, args.score_samples, args.seed, temperature)
-    row |= {"sample_images_per_s": round(args.score_samples / seconds, 1), "temperature": temperature,
-            **score(scorer, samples, labels)}
-    row["by_temperature"] = {f"{t:g}": {k: v for k, v in score(scorer, draw(adapter, args.score_samples, args.seed,
-                                                                             t)[0], labels).items()
-                                        if k in SCORE_KEYS + CLASS_SCORE_KEYS}
-                             for t in SWEEP}
-    row["curve"] = curve
-    row |= {f"seconds_to_{share:g}_recognizable": seconds_to(curve, share) for share in MILESTONES}
-    save_image(samples[:64].nan_to_num(0.0).clamp(0, 1), args.out / f"{args.name}_samples_{name}.png", nrow=8)
-    return row
+class Contestant:
+    """One model of the comparison, ``label`` its row's name: trained piece by piece (:meth:`piece`,
+    a scored curve point after each), then evaluated (:meth:`finish`)."""
+
+    def __init__(self, label: str, kind: str, overrides: list[str], args, train_images, data: DataConfig,
+                 work: Path):
+        torch.manual_seed(args.seed)
+        self.label, self.kind, self.args, self.train_images = label, kind, args, train_images
+        preset = "fashion-mnist" if args.data == "fashion-mnist" else "mnist"
+        self.run = (FvaeRun(kind, preset, data, args.seed, work / label, overrides, args.marginal_samples)
+                    if kind in FVAE_MODELS else PeerRun(build(kind), train_images, args.batch, args.lr, args.seed))
+        self.labels = class_labels(self.run.adapter, args.score_samples)
+        self.temperature, self.curve = own_temperature(kind, preset, overrides), []
+        self.row = {"model": label, "parameters": count_parameters(self.run.adapter)}
+        if label != kind:
+            self.row |= {"kind": kind, "overrides": overrides}
+        print(f"== {label}: {self.row['parameters']:,} parameters, training for {args.budget:.0f} s", flush=True)
+
+    def piece(self, number: int, scorer) -> None:
+        """Train to ``number`` / curve points of the budget, then score samples."""
+        args = self.args
+        self.trained = self.run.train_until(args.budget * number / args.curve_points)
+        samples, _ = draw(self.run.adapter, args.score_samples, args.seed, self.temperature)
+        self.curve.append({"train_seconds": self.trained["train_seconds"], "steps": self.trained["steps"],
+                           **score(scorer, samples, self.labels)})
+        print(f"   {self.label} {self.curve[-1]}", flush=True)
+
+    def finish(self, test_images, test_labels, scorer) -> dict:
+        """The row: training figures, bounds on the test split, the sample score at each temperature."""
+        args, adapter, row, trained = self.args, self.run.adapter, self.row, self.trained
+        row |= trained
+        row["train_images_per_s"] = round(trained["steps"] * trained["batch"] / trained["train_seconds"], 1)
+        if hasattr(adapter, "fit_sigma"):
+            g = torch.Generator().manual_seed(args.seed)
+            adapter.fit_sigma(dequantize(self.train_images[i:i + 200], g) for i in range(0, 2000, 200))
+        row |= evaluate(adapter, test_images, test_labels, args.iw_samples, args.seed, args.marginal_images)
+        samples, seconds = draw(adapter, args.score_samples, args.seed, self.temperature)
+        row |= {"sample_images_per_s": round(args.score_samples / seconds, 1), "temperature": self.temperature,
+                **score(scorer, samples, self.labels)}
+        row["by_temperature"] = {f"{t:g}": {k: v for k, v in score(scorer, draw(adapter, args.score_samples,
+                                                                                 args.seed, t)[0], self.labels).items()
+                                            if k in SCORE_KEYS + CLASS_SCORE_KEYS}
+                                 for t in SWEEP}
+        row["curve"] = self.curve
+        row |= {f"seconds_to_{share:g}_recognizable": seconds_to(self.curve, share) for share in MILESTONES}
+        save_image(samples[:64].nan_to_num(0.0).clamp(0, 1), args.out / f"{args.name}_samples_{self.label}.png",
+                   nrow=8)
+        return row
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -284,7 +299,7 @@ def kept_rows(args) -> list[dict]:
         raise SystemExit(f"{path} was made with other settings (data, budget, K): {old['data']}, {old['budget_s']}, "
                          f"{old['iw_samples']}; drop --keep or pick another --name")
     by_model = {r["model"]: r for r in old["rows"]}
-    kept = [by_model[m] for m in args.models if m in by_model]
+    kept = [by_model[label] for label, _, _ in entries(args) if label in by_model]
     print(f"kept from {path}: {', '.join(r['model'] for r in kept) or 'nothing'}", flush=True)
     return kept
 
@@ -309,6 +324,12 @@ def main() -> None:
                    help="overrides of fvae's models' configs, as fvae train takes them (model.flow_levels=3 ...)")
     p.add_argument("--keep", action="store_true",
                    help="keep the rows of models that NAME.json already holds (same data, budget and K); run the rest")
+    p.add_argument("--variant", action="append", nargs="+", metavar="ARG",
+                   help="a row LABEL: fvae's model KIND with these overrides (after --set); repeat for each; "
+                        "replaces --models")
+    p.add_argument("--interleave", action="store_true",
+                   help="train the models piece by piece in turn (each its n-th curve piece before any its "
+                        "(n+1)-th), so that drifting machine speed hits all alike")
     p.add_argument("--conditional", action="store_true",
                    help="fvae's models class-conditional (model.num_classes=10), scored with class_accuracy")
     p.add_argument("--marginal-samples", type=int, default=10,
@@ -316,6 +337,10 @@ def main() -> None:
     p.add_argument("--marginal-images", type=int, default=1000,
                    help="--conditional: the marginal bound on the first N test images")
     args = p.parse_args()
+    for variant in args.variant or []:
+        if len(variant) < 2 or variant[1] not in FVAE_MODELS:
+            p.error(f"--variant {' '.join(variant)}: expected LABEL KIND [SECTION.FIELD=VALUE ...], KIND one of "
+                    f"{FVAE_MODELS}")
     if args.conditional:
         peers = [m for m in args.models if m not in FVAE_MODELS]
         if peers and "--models" in sys.argv:
@@ -332,11 +357,34 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows, work = kept_rows(args), args.runs or Path(tempfile.mkdtemp(prefix="fvae-peers-"))
     kept = [r["model"] for r in rows]
-    for name in [m for m in args.models if m not in kept]:
-        rows.append(run_model(name, args, train_images, test_images, test_labels, data, scorer, work))
+    entrants = [e for e in entries(args) if e[0] not in kept]
+    if args.interleave:  # every model's n-th piece before any model's (n+1)-th: all see the same machine
+        contestants = [Contestant(*entry, args, train_images, data, work) for entry in entrants]
+        for number in range(1, args.curve_points + 1):
+            for contestant in contestants:
+                contestant.piece(number, scorer)
+        finished = (c.finish(test_images, test_labels, scorer) for c in contestants)
+    else:
+        finished = (run_to_end(Contestant(*entry, args, train_images, data, work), args, test_images, test_labels,
+                               scorer) for entry in entrants)
+    for row in finished:
+        rows.append(row)
         report(args, rows, kept, scorer, len(train_images), len(test_images))
     if len(kept) == len(rows):  # nothing ran: the kept rows, in --models order
         report(args, rows, kept, scorer, len(train_images), len(test_images))
+
+
+def run_to_end(contestant: Contestant, args, test_images, test_labels, scorer) -> dict:
+    for number in range(1, args.curve_points + 1):
+        contestant.piece(number, scorer)
+    return contestant.finish(test_images, test_labels, scorer)
+
+
+def entries(args) -> list[tuple[str, str, list[str]]]:
+    """``(label, kind, overrides)`` of each model to train: ``--models`` with ``--set``, or the ``--variant``s."""
+    if args.variant:
+        return [(label, kind, [*args.set, *overrides]) for label, kind, *overrides in args.variant]
+    return [(name, name, args.set) for name in args.models]
 
 
 def report(args, rows: list[dict], kept: list[str], scorer, num_train: int, num_test: int) -> None:

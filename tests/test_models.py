@@ -19,6 +19,7 @@ VARIANT_OVERRIDES = {
     "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_level_steps": (2, 1, 1),
                           "flow_level_widths": (16, 8, 8), "pad_value": 3}),
     "glow-pad": ("glow", {"pad_to": 12, "flow_levels": 2}),
+    "fvae-fit-after": ("fvae", {"prior_components": 3, "prior_fit": "after"}),
 }
 
 
@@ -194,7 +195,7 @@ def test_memory_format_changes_speed_not_values(kind):
                                               ("vae", "discretized"), ("composite", "discretized"),
                                               ("fvae-top-split", "discretized"), ("glow", "gaussian"),
                                               ("fvae-pad", "discretized"), ("fvae-pad", "gaussian"),
-                                              ("glow-pad", "gaussian")])
+                                              ("glow-pad", "gaussian"), ("fvae-fit-after", "discretized")])
 def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
     """Data drawn uniformly from 4 fixed 8-bit images carries log 4 nats an image; no bound on
     -log P(pixels) may report less, however well a model fits them. Padded models report their
@@ -211,6 +212,12 @@ def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
         loss.backward()
         optimizer.step()
     x = (pixels.repeat(8, 1, 1, 1) + torch.rand(32, 1, 8, 8)) / 256
+    model.eval()
+    if kind == "fvae-fit-after":  # the two-stage prior, fitted to the training images' top latents
+        from fvae.training.prior_fit import fit_top_prior
+
+        fit_top_prior(model, torch.utils.data.TensorDataset(pixels.repeat(16, 1, 1, 1).to(torch.uint8),
+                                                            torch.full((64,), -1)))
     with torch.no_grad():
         bounds = [fvae.bits_per_dim(model.loss(x).mean().item(), 64),
                   fvae.bits_per_dim(-model.log_likelihood(x, 16).mean().item(), 64)]
@@ -387,3 +394,52 @@ def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     conditional_bpd = fvae.bits_per_dim(-conditional.mean().item(), 64)
     assert marginal_bpd >= math.log2(4) / 64 and conditional_bpd >= 0, (marginal_bpd, conditional_bpd)
     assert conditional_bpd < marginal_bpd
+
+
+def test_em_fits_a_known_mixture_and_a_prior_fitted_after_training_is_n01_while_training():
+    from fvae.models.priors import LatentPrior, standard_normal_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    centres, scales = torch.tensor([[-3.0, 1.0], [2.0, -2.0]]), torch.tensor([[0.5, 0.3], [0.8, 1.2]])
+    which = (torch.rand(6000, generator=g) < 0.3).long()
+    z = centres[which] + scales[which] * torch.randn(6000, 2, generator=g)
+    prior = LatentPrior((2,), 2, components=2, fit="after")
+    assert not any(p.requires_grad for p in prior.parameters())
+    prior.eval()
+    torch.testing.assert_close(prior.log_prob(z), standard_normal_log_prob(z))  # a mixture of N(0, I)s
+    prior.fit(z)
+    order = prior.means[0, :, 0].argsort()
+    torch.testing.assert_close(prior.means[0, order], centres, atol=0.08, rtol=0)
+    torch.testing.assert_close(torch.exp(5 * torch.tanh(prior.log_scales[0, order] / 5)), scales, atol=0.06, rtol=0)
+    torch.testing.assert_close(torch.softmax(prior.logits[0, order], 0), torch.tensor([0.7, 0.3]), atol=0.03, rtol=0)
+    assert prior.log_prob(z).mean() > standard_normal_log_prob(z).mean() + 1.0
+    prior.train()
+    torch.testing.assert_close(prior.log_prob(z), standard_normal_log_prob(z))
+
+
+@pytest.mark.parametrize("kind", ["fvae", "vae"])
+def test_a_prior_fitted_after_training_tightens_the_bound_on_test_images(kind):
+    from fvae.training.prior_fit import fit_top_prior
+
+    torch.manual_seed(0)
+    model = tiny(kind, prior_components=2, prior_fit="after")
+    g = torch.Generator().manual_seed(1)  # two kinds of image, a bimodal aggregate posterior for N(0, I) to miss
+    bases = torch.randint(0, 256, (2, 1, 8, 8), generator=g)
+    pixels = bases[torch.arange(512) % 2] + torch.randint(-8, 9, (512, 1, 8, 8), generator=g)
+    data = torch.utils.data.TensorDataset(pixels.clamp(0, 255).to(torch.uint8), torch.full((512,), -1))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for step in range(150):
+        x = (data.tensors[0][torch.randint(0, 400, (32,))].float() + torch.rand(32, 1, 8, 8)) / 256
+        loss = model.loss(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    test = (data.tensors[0][400:].float() + torch.rand(112, 1, 8, 8)) / 256
+    model.eval()
+    torch.manual_seed(3)
+    before = model.log_likelihood(test, 16).mean()  # still N(0, I): the prior is not fitted yet
+    fit_top_prior(model, torch.utils.data.Subset(data, range(400)))
+    assert model.prior.means.abs().sum() > 0 and not model.training
+    torch.manual_seed(3)
+    after = model.log_likelihood(test, 16).mean()
+    assert after > before + 0.5, (before, after)

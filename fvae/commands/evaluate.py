@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import fvae
-from fvae.commands.runs import evaluation_split, load_run_model
+from fvae.commands.runs import checkpoint_step, evaluation_split, load_run_model
 from fvae.config import DataConfig
 from fvae.data import dataset_key, load_dataset, load_images, load_labels
 from fvae.errors import InputError
@@ -55,7 +55,7 @@ def eval_record(checkpoint: Path, config, args: argparse.Namespace, metrics: dic
     """What eval.json holds: the checkpoint, the model, the dataset scored, every number, the command,
     the versions and the time taken."""
     return {
-        "checkpoint": str(checkpoint), "step": int(checkpoint.name.split("-")[-1]), "model": config.model.kind,
+        "checkpoint": str(checkpoint), "step": checkpoint_step(checkpoint), "model": config.model.kind,
         "preset": config.preset, "dataset": dataset, "num_samples": args.num_samples,
         "metrics": metrics, "command": " ".join(["fvae", *sys.argv[1:]]),
         "versions": {"fvae": fvae.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,

@@ -7,24 +7,26 @@ import json
 import time
 from pathlib import Path
 
-from fvae.commands.runs import load_run_model
+from fvae.commands.runs import checkpoint_step, load_run_model
 from fvae.config import DataConfig
 from fvae.data import load_dataset
 from fvae.data.prepared import prepare
 from fvae.presets import MODEL_PRESETS
+from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     model, config, checkpoint, run_dir = load_run_model(args)
-    metrics = {"step": int(checkpoint.name.split("-")[-1])}
+    metrics = {"step": checkpoint_step(checkpoint)}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-        metrics |= {k: v for k, v in summary.items() if k in ("test_bpd", "fid", "precision", "recall", "recognizable", "sharpness")}
+        metrics |= {k: v for k, v in summary.items() if k in ("test_bpd", *SCORE_KEYS, *CLASS_SCORE_KEYS)}
     if (run_dir / "eval.json").exists():
         evaluation = json.loads((run_dir / "eval.json").read_text())["metrics"]
         metrics |= {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}
     out = Path(args.out) if args.out else run_dir / "pretrained"
     model.cpu().save_pretrained(out, metrics=metrics, preset=config.preset)
+    config.save_yaml(out / "config.yaml")  # the run's config: temperatures, dataset, for fvae sample, eval ...
     print(f"wrote {out} ({config.model.kind}, {'EMA' if not args.no_ema else 'raw'} weights of {checkpoint}); "
           f"load it with fvae.from_pretrained({str(out)!r})")
     return 0

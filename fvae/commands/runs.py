@@ -2,23 +2,42 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from fvae.config import RunConfig, apply_overrides
 from fvae.data import dequantize, load_dataset
+from fvae.models.hub import from_pretrained, pretrained_folder
 from fvae.training.checkpoint import load_model
 
 
 def load_run_model(args: argparse.Namespace):
-    """The model of ``args.path`` (a run or checkpoint folder) and the run folder it belongs to."""
+    """The model of ``args.path`` and where to write about it: a run or checkpoint folder (its run
+    folder), or a pretrained model, shipped by name or a folder of ``fvae export`` (``./NAME``,
+    never the model's own folder). Returns ``(model, config, checkpoint or model folder, folder)``."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = pretrained_folder(args.path)
+    if folder is not None:
+        model = from_pretrained(folder, map_location=device)
+        config = RunConfig.load_yaml(folder / "config.yaml") if (folder / "config.yaml").exists() \
+            else RunConfig(model=model.config)
+        out = Path.cwd() / folder.name
+        out.mkdir(exist_ok=True)
+        torch.manual_seed(args.seed)
+        return model, config, folder, out
     model, config, checkpoint = load_model(args.path, use_ema=not args.no_ema, device=device)
     if getattr(args, "compile", False):  # the hot paths of sampling and of the bounds
         model.generate = torch.compile(model.generate)
         model.log_weights = torch.compile(model.log_weights)
     torch.manual_seed(args.seed)
     return model, config, checkpoint, checkpoint.parent.parent
+
+
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The step of a checkpoint folder (``step-00001500``); None for a pretrained model's folder."""
+    name = checkpoint.name
+    return int(name.split("-")[-1]) if name.startswith("step-") else None
 
 
 def evaluation_split(config: RunConfig, args: argparse.Namespace):

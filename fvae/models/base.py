@@ -122,7 +122,8 @@ class LatentFlowModel(nn.Module, HubMixin):
 
     def build_prior(self, top_dims: int) -> None:
         """The prior over ``latent_shape`` (set it first), learned on its last ``top_dims`` entries."""
-        self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_classes, self.config.prior_components)
+        self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_classes, self.config.prior_components,
+                                 fit=self.config.prior_fit)
 
     # --- what a model defines -------------------------------------------------------------
     def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
@@ -248,6 +249,14 @@ class LatentFlowModel(nn.Module, HubMixin):
     @staticmethod
     def _all(x: torch.Tensor, label: int) -> torch.Tensor:
         return torch.full((len(x),), label, dtype=torch.long, device=x.device)
+
+    @torch.no_grad()
+    def top_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The top level of ``z = F_x(u)``, ``u ~ N(0, I)``, for images ``x`` in ``[0, 1)``: ``(B, d)``,
+        what a prior fitted after training is fitted to."""
+        xm = self.to_model_space(x)
+        u = torch.randn(x.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
+        return self.posterior(xm, u, labels).z.flatten(1)[:, -self.prior.top_dims:]
 
     # --- sampling and coding ---------------------------------------------------------------
     @torch.no_grad()

@@ -27,6 +27,23 @@ from fvae.version import __version__ as VERSION
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# the models that ship with fvae, loadable offline by name: fvae.from_pretrained("fvae-mnist")
+SHIPPED = Path(__file__).with_name("pretrained")
+
+
+def shipped_models() -> tuple[str, ...]:
+    """The names of the models that ship with fvae (``fvae-mnist``, ``glow-fashion-mnist``, ...)."""
+    if not SHIPPED.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in SHIPPED.iterdir() if (p / CONFIG_FILE).exists()))
+
+
+def pretrained_folder(name_or_path: str | Path) -> Path | None:
+    """The folder of a shipped model's name, or a local folder written by ``save_pretrained``; else None."""
+    if str(name_or_path) in shipped_models():
+        return SHIPPED / str(name_or_path)
+    path = Path(name_or_path).expanduser()
+    return path if (path / CONFIG_FILE).exists() and (path / WEIGHTS_FILE).exists() else None
 
 
 
@@ -137,9 +154,10 @@ def read_model_config(config: dict | None, source: str) -> ModelConfig:
 
 
 def from_pretrained(model_id: str | Path, **kwargs) -> torch.nn.Module:
-    """The model saved in a folder by ``save_pretrained`` (or on the Hub under ``model_id``),
-    of whatever kind it is, in eval mode on the CPU (``map_location`` to change)."""
-    model_id = str(model_id)
+    """The model saved in a folder by ``save_pretrained``, shipped with fvae under that name
+    (:func:`shipped_models`: ``"fvae-mnist"``, offline), or on the Hub under ``model_id``, of
+    whatever kind it is, in eval mode on the CPU (``map_location`` to change)."""
+    model_id = str(pretrained_folder(model_id) or model_id)
     if os.path.isdir(model_id):
         path = Path(model_id) / CONFIG_FILE
         if not path.exists():

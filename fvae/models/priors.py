@@ -10,6 +10,12 @@ Gaussians, one set of them per class ``y`` where the model is class-conditional:
 ``K = 1`` a learned Gaussian. Without classes and with ``K = 1`` it is ``N(0, I)`` and has no
 parameters. A class-conditional model's marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)``
 the training set's class frequencies (:meth:`LatentPrior.set_class_frequencies`).
+
+The top prior is learned with the rest of the model (``fit="joint"``), or fitted after training
+(``fit="after"``, a two-stage prior as in Dai & Wipf 2019): the model trains against ``N(0, I)``
+(in training mode the top prior is ``N(0, I)``), then :meth:`LatentPrior.fit` fits the mixture by
+EM to the top latents ``z_top = F_x(u)`` of training images, which evaluation and sampling use.
+Either way it is a normalised density, so every bound stays a bound.
 """
 from __future__ import annotations
 
@@ -38,18 +44,20 @@ class LatentPrior(nn.Module):
     0, scales at 1, weights equal."""
 
     def __init__(self, latent_shape: tuple[int, ...], top_dims: int, num_classes: int = 0, components: int = 1,
-                 scale_bound: float = 5.0):
+                 scale_bound: float = 5.0, fit: str = "joint"):
         super().__init__()
         self.latent_shape, self.top_dims = tuple(latent_shape), top_dims
         self.num_classes, self.components, self.scale_bound = num_classes, components, scale_bound
-        self.learned = num_classes > 0 or components > 1
+        self.fit_after = fit == "after"
+        self.learned = num_classes > 0 or components > 1 or self.fit_after
         if self.learned:
             sets = max(1, num_classes)
-            means = torch.randn(1, components, top_dims).expand(sets, -1, -1).clone() if components > 1 \
-                else torch.zeros(sets, 1, top_dims)
-            self.means = nn.Parameter(means)
-            self.log_scales = nn.Parameter(torch.zeros(sets, components, top_dims))
-            self.logits = nn.Parameter(torch.zeros(sets, components))
+            spread = components > 1 and not self.fit_after
+            means = torch.randn(1, components, top_dims).expand(sets, -1, -1).clone() if spread \
+                else torch.zeros(sets, components, top_dims)
+            self.means = nn.Parameter(means, requires_grad=not self.fit_after)
+            self.log_scales = nn.Parameter(torch.zeros(sets, components, top_dims), requires_grad=not self.fit_after)
+            self.logits = nn.Parameter(torch.zeros(sets, components), requires_grad=not self.fit_after)
         if num_classes:
             self.register_buffer("log_class_prior", torch.full((num_classes,), -math.log(num_classes)))
 
@@ -97,8 +105,9 @@ class LatentPrior(nn.Module):
                 torch.log_softmax(w @ self.logits, dim=1))
 
     def log_prob(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """``log q(z | y)``, ``(B, *latent_shape) -> (B,)``."""
-        if not self.learned:
+        """``log q(z | y)``, ``(B, *latent_shape) -> (B,)`` (``N(0, I)`` while a prior fitted after
+        training is in training mode)."""
+        if not self.learned or (self.fit_after and self.training):
             return standard_normal_log_prob(z)
         flat = z.flatten(1)
         rest, top = flat[:, :-self.top_dims], flat[:, -self.top_dims:]
@@ -118,6 +127,38 @@ class LatentPrior(nn.Module):
             rows = torch.arange(num, device=device)
             z[:, -self.top_dims:] = mean[rows, k] + torch.exp(log_scale[rows, k]) * z[:, -self.top_dims:]
         return z.view(num, *self.latent_shape)
+
+    @torch.no_grad()
+    def fit(self, top: torch.Tensor, labels: torch.Tensor | None = None, iterations: int = 50,
+            min_scale: float = 1e-2) -> None:
+        """EM for the mixture of each class (or the one mixture) on top latents ``top`` ``(N, d)``
+        of training images (``labels`` ``(N,)`` their classes): the means start at ``K`` of the
+        latents, the scales at their spread; each iteration sets, with responsibilities
+        ``r_nk = pi_k N(z_n; mu_k, s_k^2) / sum_j pi_j N(z_n; mu_j, s_j^2)``,
+        ``pi_k = mean_n r_nk``, ``mu_k = sum_n r_nk z_n / sum_n r_nk`` and
+        ``s_k^2 = sum_n r_nk (z_n - mu_k)^2 / sum_n r_nk`` (at least ``min_scale^2``)."""
+        top = top.double()
+        generator = torch.Generator().manual_seed(0)
+        for s in range(max(1, self.num_classes)):
+            z = top if labels is None else top[labels == s]
+            if len(z) < self.components:
+                continue  # too few latents of this class: its prior stays as it is
+            mean = z[torch.randperm(len(z), generator=generator)[:self.components]].clone()
+            var = z.var(0, unbiased=False).clamp(min=min_scale ** 2).expand(self.components, -1).clone()
+            log_weight = torch.full((self.components,), -math.log(self.components), dtype=torch.float64)
+            for _ in range(iterations):
+                log_r = log_weight - 0.5 * (((z[:, None] - mean) ** 2 / var) + var.log() + LOG_2PI).sum(2)
+                r = torch.softmax(log_r, dim=1)
+                count = r.sum(0) + 1e-9
+                mean = (r.T @ z) / count[:, None]
+                var = ((r.T @ z.pow(2)) / count[:, None] - mean.pow(2)).clamp(min=min_scale ** 2)
+                log_weight = (count / count.sum()).log()
+            log_scale = 0.5 * var.log()
+            bound = self.scale_bound * (1 - 1e-6)
+            self.means[s].copy_(mean.to(self.means))
+            self.log_scales[s].copy_((self.scale_bound * torch.atanh(log_scale.clamp(-bound, bound)
+                                                                      / self.scale_bound)).to(self.log_scales))
+            self.logits[s].copy_(log_weight.to(self.logits))
 
     def gaussian_kl(self, mu: torch.Tensor, log_sigma: torch.Tensor, labels: torch.Tensor | None = None
                     ) -> torch.Tensor | None:

@@ -45,6 +45,7 @@ from fvae.training.checkpoint import (
 )
 from fvae.training.distributed import all_mean, any_rank, barrier, setup_distributed
 from fvae.training.precision import autocast_for, set_tf32, use_bf16
+from fvae.training.prior_fit import fit_top_prior
 from fvae.training.run_log import RunLog
 from fvae.training.runlock import RunLock
 from fvae.training.schedule import lr_factor
@@ -127,6 +128,7 @@ class Trainer:
                     else self.model)
         self.forward = torch.compile(self.ddp) if tc.compile else self.ddp
         self.stop_signal: str | None = None
+        self._prior_fitted_at: int | None = None
         self._scorer: SampleScorer | None = None
         self._score_unavailable = False
 
@@ -311,8 +313,13 @@ class Trainer:
                      extras | {f"scales/{k}": v.item() for k, v in self.model.scales().items()})
 
     def eval_model(self) -> LatentFlowModel:
-        """The model samples and evaluations use: the EMA weights where kept."""
-        return (self.ema.module if self.ema is not None else self.model).eval()
+        """The model samples and evaluations use: the EMA weights where kept; with a prior fitted
+        after training (``model.prior_fit=after``), that prior fitted to these weights first."""
+        model = (self.ema.module if self.ema is not None else self.model).eval()
+        if self.config.model.prior_fit == "after" and self._prior_fitted_at != self.step:
+            fit_top_prior(model, self.train_set, seed=self.config.train.seed)
+            self._prior_fitted_at = self.step
+        return model
 
     def _write_samples(self, log: RunLog) -> None:
         if self.ctx.is_main:

@@ -1,0 +1,43 @@
+"""The models that ship with fvae load offline by name and draw what their cards say."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fvae
+from fvae.data import load_dataset
+from fvae.models.hub import SHIPPED
+from fvae.scoring.evaluate import draw_samples
+from fvae.scoring.score import scorer_for
+
+EXPECTED = [f"{kind}-{data}" for data in ("mnist", "fashion-mnist") for kind in ("fvae", "glow", "vae")]
+
+
+def test_every_model_ships():
+    assert set(fvae.shipped_models()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
+    card = json.loads((SHIPPED / name / "card.json").read_text())
+    model = fvae.from_pretrained(name)
+    assert model.kind == card["model"] and not model.training
+    test_set = load_dataset(fvae.RunConfig.load_yaml(SHIPPED / name / "config.yaml").data, "test", (1, 28, 28))
+    scorer = scorer_for(card["data"], None, test_set, 1)
+    torch.set_num_threads(2)
+    # another seed than the card's: the card's number holds within the score's spread (README, The sample score)
+    score = scorer.score(draw_samples(model, card["score_samples"], card["temperature"], seed=1))
+    assert abs(score["recognizable"] - card["recognizable"]) <= 0.03, (score["recognizable"], card)
+    assert abs(score["sharpness"] - card["sharpness"]) <= 0.05 * card["sharpness"] + 0.01
+
+
+def test_fvae_sample_takes_a_shipped_name_and_writes_beside_the_user(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fvae.cli", "sample", "fvae-mnist", "--num", "16", "--temperatures",
+                           "0.6"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "fvae-mnist" / "samples_T0.6.png").exists()
+    assert not any(p.name.startswith("samples_") for p in (SHIPPED / "fvae-mnist").iterdir())
