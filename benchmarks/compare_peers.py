@@ -86,13 +86,13 @@ class FvaeRun:
     """One of fvae's models trained as ``fvae train`` trains it, piece by piece: each call of
     :meth:`train_until` resumes the run (exactly) to a total of ``seconds`` of training time."""
 
-    def __init__(self, name: str, preset: str, data: DataConfig, seed: int, work: Path, overrides: list[str],
+    def __init__(self, name: str, preset: str, data: DataConfig, seed: int, out: Path, overrides: list[str],
                  marginal_samples: int = 10):
         config = apply_overrides(run_config(name, preset), overrides)
         self.config = dataclasses.replace(config, data=data, train=dataclasses.replace(
             config.train, seed=seed, max_steps=10 ** 9, checkpoint_every=10 ** 9,
             sample_every=10 ** 9, log_every=10 ** 9, score_samples=0, eval_batches=1))
-        self.out, self.started = work / name, False
+        self.out, self.started = out, False
         self.adapter, self.summary = FvaeAdapter(self.config.model, marginal_samples), {}
 
     def train_until(self, seconds: float) -> dict:

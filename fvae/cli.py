@@ -66,8 +66,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _run_parser(sub, name: str, help: str, run: str) -> argparse.ArgumentParser:
     """A command on a trained run; ``run`` names its function in :mod:`fvae.commands` (``"module.function"``)."""
     p = sub.add_parser(name, help=help, description=help, formatter_class=DefaultsHelpFormatter)
-    p.add_argument("path", metavar="RUN", help="a run folder made by fvae train (its newest checkpoint) "
-                                                "or a checkpoint folder")
+    p.add_argument("path", metavar="RUN", help="a run folder made by fvae train (its newest checkpoint), a "
+                                                "checkpoint folder, a folder of fvae export, or the name of a "
+                                                "model that ships with fvae (fvae-mnist, glow-fashion-mnist, ...)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even where EMA weights were saved")

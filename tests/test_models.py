@@ -253,7 +253,8 @@ def test_steps_and_widths_per_level_build_those_levels():
     assert steps == [2, 1, 1] and widths == [16, 8, 8]
     # the 1x1 top: its coupling nets are 1x1 convolutions
     assert model.flow.out_shapes[-1] == (64, 1, 1)
-    assert {conv.kernel_size for conv in model.flow.flows[-1].modules() if isinstance(conv, torch.nn.Conv2d)} == {(1, 1)}
+    top_convs = [conv for conv in model.flow.flows[-1].modules() if isinstance(conv, torch.nn.Conv2d)]
+    assert {conv.kernel_size for conv in top_convs} == {(1, 1)}
     with pytest.raises(fvae.config.ConfigError, match="one value per level"):
         tiny("fvae", flow_level_steps=(2, 2, 2))
 

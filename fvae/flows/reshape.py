@@ -62,7 +62,8 @@ class GaussianSplit(FlowBlock):
         if self.class_shift is not None:
             if labels is None:
                 raise InputError("a class-conditional split prior needs the labels as its context")
-            params = params + (class_weights(labels, self.num_classes, params.dtype) @ self.class_shift)[:, :, None, None]
+            shift = class_weights(labels, self.num_classes, params.dtype) @ self.class_shift
+            params = params + shift[:, :, None, None]
         mu, log_sigma = params.chunk(2, dim=1)
         return mu, soft_clamp(log_sigma, self.scale_bound)
 

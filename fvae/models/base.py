@@ -6,10 +6,11 @@ With ``u ~ N(0, I)``, ``z = F_x(u)``, prior ``q(z) = N(0, I)`` and decoder ``q(x
 
 an upper bound on ``-log q(x)``. A subclass says what ``F_x`` and ``q(x|z)`` are;
 this class turns them into the loss, the importance-weighted bound, sampling,
-encoding and decoding. The prior ``q(z)`` is :class:`~fvae.models.priors.LatentPrior`: ``N(0, I)``,
-or learned on ``F``'s top level (a mixture, per class for a class-conditional model, whose every
-method then takes the labels ``y`` and bounds ``-log q(x | y)``). Images come in and go out in ``[0, 1)``; inside, the model
-works on ``x' = a (x - 1/2)`` and every nats figure includes that map's Jacobian.
+encoding and decoding. The prior ``q(z)`` is :class:`~fvae.models.priors.LatentPrior`:
+``N(0, I)``, or learned on ``F``'s top level (a mixture; per class for a class-conditional
+model, whose every method then takes the labels ``y`` and bounds ``-log q(x | y)``). Images
+come in and go out in ``[0, 1)``; inside, the model works on ``x' = a (x - 1/2)`` and every
+nats figure includes that map's Jacobian.
 
 With ``pad_to`` the model works on images padded to ``pad_to x pad_to`` (``D'`` pixels) whose
 extra pixels are the background value ``k0``, dequantized like the rest. Its figures are bounds

@@ -349,7 +349,9 @@ class Trainer:
                                                 tc.seed + 1, self.ctx.device),
                   "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable}
         score = self.test_score()
-        return record | ({k: score[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in score} if score is not None else {})
+        if score is None:
+            return record
+        return record | {k: score[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in score}
 
     def _checkpoint(self, log: RunLog) -> Path | None:
         """Evaluate, then save a checkpoint (rank 0); every rank waits for it."""
