@@ -57,7 +57,7 @@ def coupling_conv_shapes() -> list[tuple[int, int, int, int]]:
     """``(in, out, kernel, size)`` of the three convolutions of each level's coupling network
     in the mnist Glow preset."""
     cfg = fvae.model_config("glow", "mnist")
-    c, h, _ = cfg.image_shape
+    c, h, _ = cfg.model_shape
     shapes = []
     for _ in range(cfg.flow_levels):
         c, h = 4 * c, h // 2

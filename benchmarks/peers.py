@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import fvae
-from fvae.models.base import LOG_2PI
+from fvae.models.base import LOG_2PI, centre_slices, pad_images, padding_log_jacobian
 
 
 class FvaeAdapter:
@@ -55,14 +55,19 @@ class FvaeAdapter:
 
 
 class NormflowsGlow:
-    """normflows' multi-scale Glow built as in its Glow example (unconditional Glow base)."""
+    """normflows' multi-scale Glow built as in its Glow example (unconditional Glow base), on images
+    padded to ``model_shape`` as fvae's Glow pads them (fvae.models.base.pad_images; its nats are
+    reported for the real pixels, as fvae's are)."""
 
     exact = True
 
-    def __init__(self, levels: int, steps: int, width: int, shape=(1, 28, 28)):
+    def __init__(self, levels: int, steps: int, width: int, shape=(1, 28, 28), model_shape=(1, 28, 28)):
         import normflows as nf
 
-        c, h, w = shape
+        self.shape, self.model_shape = tuple(shape), tuple(model_shape)
+        self.crop = centre_slices(self.shape, self.model_shape)
+        self.pad_nats = -padding_log_jacobian(self.shape, self.model_shape)
+        c, h, w = model_shape
         q0, merges, flows = [], [], []
         for i in range(levels):
             flows.append([nf.flows.GlowBlock(c * 2 ** (levels + 1 - i), width, split_mode="channel", scale=True)
@@ -74,21 +79,21 @@ class NormflowsGlow:
                 latent = (c * 2 ** (levels + 1), h // 2 ** levels, w // 2 ** levels)
             q0.append(nf.distributions.GlowBase(latent))
         self.model = nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
-        self.num_dims = c * h * w
+        self.num_dims = math.prod(shape)
 
     def parameters(self):
         return self.model.parameters()
 
     def train_loss(self, x):
-        return self.model.forward_kld(x) / self.num_dims
+        return self.model.forward_kld(pad_images(x, self.model_shape)) / self.num_dims
 
     @torch.no_grad()
     def nll(self, x, num_samples, labels=None):
-        return {"exact": -self.model.log_prob(x, None)}
+        return {"exact": -self.model.log_prob(pad_images(x, self.model_shape), None) + self.pad_nats}
 
     @torch.no_grad()
     def sample(self, n, temperature=1.0, labels=None):
-        return self.model.sample(n, temperature=temperature)[0].clamp(0, 1)
+        return self.model.sample(n, temperature=temperature)[0][(..., *self.crop)].clamp(0, 1)
 
 
 class PythaeVAE:
@@ -167,7 +172,7 @@ def build(name: str):
         return FvaeAdapter(fvae.model_config(name, "mnist"))
     if name == "normflows_glow":
         cfg = fvae.model_config("glow", "mnist")
-        return NormflowsGlow(cfg.flow_levels, cfg.flow_steps, cfg.flow_width)
+        return NormflowsGlow(cfg.flow_levels, cfg.flow_steps, cfg.flow_width, cfg.image_shape, cfg.model_shape)
     if name in ("pythae_vae", "pythae_vae_iaf"):
         return PythaeVAE(iaf=name.endswith("iaf"))
     raise ValueError(f"unknown model {name!r}")

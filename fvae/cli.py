@@ -13,7 +13,7 @@ import sys
 
 from fvae.config import MODEL_KINDS
 from fvae.data.load import NAMED
-from fvae.presets import PRESETS
+from fvae.presets import PRESETS, train_config
 
 
 def parse_duration(text: str) -> float:
@@ -41,13 +41,14 @@ def add_train_parser(sub) -> None:
     p.add_argument("--data-root", help="where torchvision datasets live, downloaded there when absent and online "
                                        "(default: ~/.cache/fvae)")
     p.add_argument("--offline", action="store_true", help="never download datasets")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (mnist: 1500)")
+    mnist = train_config("fvae", "mnist")
+    p.add_argument("--max-steps", type=int, help=f"stop after this many steps (mnist: {mnist.max_steps})")
     p.add_argument("--max-time", type=parse_duration, help="stop after this much training time (e.g. 600, 10m, 2h; default: none)")
     p.add_argument("--seed", type=int, help="random seed: initialisation, data order, noise (default: 0)")
-    p.add_argument("--batch-size", type=int, help="images per process and step (mnist: 64)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (mnist: 1e-3)")
+    p.add_argument("--batch-size", type=int, help=f"images per process and step (mnist: {mnist.batch_size})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (mnist f-VAE: {mnist.lr:g})")
     p.add_argument("--ema", dest="ema_decay", type=float, help="keep an EMA of the weights with this decay, used for samples and evaluation "
-                                                                   "(default: none)")
+                                                                   f"(mnist: {mnist.ema_decay:g})")
     p.add_argument("--out", help="run folder (default runs/MODEL-PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

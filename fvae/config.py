@@ -349,9 +349,23 @@ def _build(cls, values: dict[str, Any], section: str):
     return cls(**values)
 
 
+# the per-level lists that refine a field: overriding the field alone (model.flow_steps=2) means it
+# for every level, so those lists are dropped unless they are overridden too
+REFINED_BY = {"flow_steps": ("flow_level_steps",), "flow_width": ("flow_level_widths",),
+              "flow_levels": ("flow_level_steps", "flow_level_widths")}
+
+
+def drop_refinements(model_fields: dict[str, Any], overridden: set[str]) -> dict[str, Any]:
+    """``model_fields`` with the per-level lists of every overridden field in :data:`REFINED_BY`
+    set to None, unless they are themselves in ``overridden``."""
+    dropped = {refinement for name in overridden for refinement in REFINED_BY.get(name, ())} - overridden
+    return {k: (None if k in dropped else v) for k, v in model_fields.items()}
+
+
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``section.field=value`` strings (values parsed as YAML): ``train.lr=1e-4``."""
     d = config.to_dict()
+    model_overridden = set()
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
@@ -364,4 +378,7 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
             d[section][name] = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"{key}: {raw!r} is not a valid value (values are read as YAML)") from None
+        if section == "model":
+            model_overridden.add(name)
+    d["model"] = drop_refinements(d["model"], model_overridden)
     return RunConfig.from_dict(d)

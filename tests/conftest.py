@@ -32,8 +32,8 @@ def affine_glow():
     """
     import fvae
 
-    model = fvae.build_model("glow", "mnist", image_shape=(1, 4, 4), flow_levels=1, flow_steps=1, flow_width=8,
-                             coupling="additive", mixing="conv1x1", dequant_sigma=1e-4).double()
+    model = fvae.build_model("glow", "mnist", image_shape=(1, 4, 4), pad_to=None, flow_levels=1, flow_steps=1,
+                             flow_width=8, coupling="additive", mixing="conv1x1", dequant_sigma=1e-4).double()
     actnorm, conv, _ = model.flow.flows[0].blocks[0].blocks
     g = torch.Generator().manual_seed(1)
     bias = 0.05 * torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)

@@ -12,8 +12,8 @@ KINDS = ("fvae", "vae", "glow", "composite")
 # every kind; the f-VAE with a deeper top level and a net for the split prior; the f-VAE and Glow on
 # images padded from 8x8 (to 16x16, its levels of their own steps and widths down to a 1x1 top; to 12x12)
 VARIANTS = (*KINDS, "fvae-top-split", "fvae-pad", "glow-pad")
-TINY = dict(image_shape=(1, 8, 8), encoder_blocks=1, encoder_hidden=8, flow_levels=2, flow_steps=2,
-            flow_width=16, inner_flow_steps=1, latent_dim=6)
+TINY = dict(image_shape=(1, 8, 8), pad_to=None, encoder_blocks=1, encoder_hidden=8, flow_levels=2,
+            flow_steps=2, flow_width=16, inner_flow_steps=1, latent_dim=6)
 VARIANT_OVERRIDES = {
     "fvae-top-split": ("fvae", {"flow_top_steps": 3, "split_prior_width": 8}),
     "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_level_steps": (2, 1, 1),
@@ -444,3 +444,18 @@ def test_a_prior_fitted_after_training_tightens_the_bound_on_test_images(kind):
     torch.manual_seed(3)
     after = model.log_likelihood(test, 16).mean()
     assert after > before + 0.5, (before, after)
+
+
+def test_overriding_a_field_for_every_level_replaces_its_per_level_list():
+    from fvae.config import apply_overrides
+    from fvae.presets import run_config
+
+    preset = run_config("fvae", "mnist").model
+    assert preset.flow_level_steps is not None
+    every = apply_overrides(run_config("fvae", "mnist"), ["model.flow_steps=2"]).model
+    assert every.flow_level_steps is None and every.level_steps() == (2,) * preset.flow_levels
+    both = apply_overrides(run_config("fvae", "mnist"), ["model.flow_steps=2", "model.flow_level_steps=[3,3,2,1,1]"])
+    assert both.model.level_steps() == (3, 3, 2, 1, 1)
+    fewer = fvae.model_config("fvae", "mnist", flow_levels=3)
+    assert fewer.level_steps() == (preset.flow_steps,) * 3 and fewer.level_widths() == (preset.flow_width,) * 3
+    assert fvae.model_config("fvae", "mnist", flow_width=8).level_widths() == (8,) * preset.flow_levels

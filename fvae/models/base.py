@@ -85,6 +85,27 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma
     return log_p + x[0].numel() * math.log(bins / data_scale)
 
 
+def centre_slices(image_shape: tuple[int, ...], model_shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The rows and columns of an image of ``image_shape`` centred in one of ``model_shape``."""
+    (_, h, w), (_, hp, wp) = image_shape, model_shape
+    return slice((hp - h) // 2, (hp - h) // 2 + h), slice((wp - w) // 2, (wp - w) // 2 + w)
+
+
+def pad_images(x: torch.Tensor, model_shape: tuple[int, ...], pad_value: int = 0) -> torch.Tensor:
+    """Images ``(B, C, H, W)`` in ``[0, 1)`` centred in ``model_shape``, the other pixels the 8-bit
+    value ``pad_value`` dequantized: ``(pad_value + U[0, 1)) / 256``."""
+    if tuple(x.shape[1:]) == tuple(model_shape):
+        return x
+    padded = (pad_value + torch.rand(x.shape[0], *model_shape, device=x.device, dtype=x.dtype)) / 256
+    padded[(..., *centre_slices(x.shape[1:], model_shape))] = x
+    return padded
+
+
+def padding_log_jacobian(image_shape: tuple[int, ...], model_shape: tuple[int, ...]) -> float:
+    """``-(D' - D) ln 256``: the padding pixels' bins as probabilities (module docstring)."""
+    return -(math.prod(model_shape) - math.prod(image_shape)) * math.log(256)
+
+
 class Posterior(NamedTuple):
     """A draw ``z = F_x(u)`` of the posterior.
 
@@ -117,9 +138,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         self.num_dims = math.prod(self.image_shape)
         self.num_classes = config.num_classes
         self.data_scale = float(config.data_scale)
-        _, h, w = self.image_shape
-        _, hp, wp = self.model_shape
-        self.crop = (slice((hp - h) // 2, (hp - h) // 2 + h), slice((wp - w) // 2, (wp - w) // 2 + w))
+        self.crop = centre_slices(self.image_shape, self.model_shape)
 
     def build_prior(self, top_dims: int) -> None:
         """The prior over ``latent_shape`` (set it first), learned on its last ``top_dims`` entries."""
@@ -163,12 +182,7 @@ class LatentFlowModel(nn.Module, HubMixin):
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1)`` centred in ``model_shape``, the rest ``(k0 + U[0, 1)) / 256``."""
-        if self.model_shape == self.image_shape:
-            return x
-        padded = (self.config.pad_value + torch.rand(x.shape[0], *self.model_shape, device=x.device,
-                                                     dtype=x.dtype)) / 256
-        padded[(..., *self.crop)] = x
-        return padded
+        return pad_images(x, self.model_shape, self.config.pad_value)
 
     def to_image_space(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space images back to ``[0, 1]``, cropped to ``image_shape``."""
@@ -178,8 +192,8 @@ class LatentFlowModel(nn.Module, HubMixin):
     def log_jacobian(self) -> float:
         """``log p(x) - log p(x')``: ``D' log a`` of the scaling, less ``(D' - D) ln 256`` for the
         ``D' - D`` padding pixels, whose bins become probabilities (module docstring)."""
-        padded = math.prod(self.model_shape)
-        return padded * math.log(self.data_scale) - (padded - self.num_dims) * math.log(256)
+        return (math.prod(self.model_shape) * math.log(self.data_scale)
+                + padding_log_jacobian(self.image_shape, self.model_shape))
 
     # --- the loss ------------------------------------------------------------------------
     def log_weights(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None
