@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a set of images (any generator's) against the test split of a dataset, in the "
                     "features of a judge trained on its labelled training split: FID, k-NN precision and "
                     "recall, the share of images the judge recognizes, and sharpness against the test split "
-                    "(see README, The sample score).")
+                    "(see docs/score.md).")
     p.add_argument("path", metavar="PATH", help="a folder of image files, or a .npy/.npz/.pt array of shape "
                                                 "(N, H, W) or (N, C, H, W), uint8 or float in [0, 1]")
     p.add_argument("--data", default="embedded", help="the dataset whose test split is the reference")

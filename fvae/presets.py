@@ -38,7 +38,7 @@ MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
         # Glow on the same padded images, down to a 2x2 top (what won at equal time: docs/experiments.md)
         "glow": ModelConfig("glow", **_MNIST, data_scale=1.0, pad_to=32, flow_levels=4, flow_steps=12, flow_width=96),
     },
-    # the digits' models on clothes: same shape, same architecture (README, Fashion-MNIST)
+    # the digits' models on clothes: same shape, same architecture (README, Presets)
     "fashion-mnist": {},
     "cifar10": {
         "fvae": ModelConfig("fvae", **_CIFAR, encoder_levels=2, encoder_blocks=4, encoder_hidden=128,
@@ -69,7 +69,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 1,200 steps: the README's default run within 10 minutes on 2 cores without AVX-512
     "mnist": TrainConfig(batch_size=64, lr=2e-3, max_steps=1200, ema_decay=0.999, score_samples=1000,
                          score_temperature=0.6, temperatures=(1.0, 0.6)),
-    # clothes lose their texture, and the f-VAE most of its clarity, below T = 1 (README, Fashion-MNIST)
+    # clothes lose their texture, and the f-VAE most of its clarity, below T = 1 (docs/results-v0.3.md, Fashion-MNIST)
     "fashion-mnist": TrainConfig(batch_size=64, lr=2e-3, max_steps=1800, ema_decay=0.999, score_samples=1000,
                                  score_temperature=1.0, temperatures=(1.0, 0.8)),
     "cifar10": TrainConfig(batch_size=64, lr=5e-4, max_steps=100_000, sample_every=1000, checkpoint_every=1000),

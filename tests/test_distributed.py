@@ -34,7 +34,7 @@ def one_node(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
 
 
 def two_nodes(args: list[str]) -> list[subprocess.CompletedProcess]:
-    """The README's multi-node command, both nodes on this machine."""
+    """docs/engine.md's multi-node command, both nodes on this machine."""
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
                                f"--rdzv-endpoint={endpoint}", "--rdzv-id=fvae-test", *FVAE, *args],

@@ -28,7 +28,7 @@ def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
     test_set = load_dataset(fvae.RunConfig.load_yaml(SHIPPED / name / "config.yaml").data, "test", (1, 28, 28))
     scorer = scorer_for(card["data"], None, test_set, 1)
     torch.set_num_threads(2)
-    # another seed than the card's: the card's number holds within the score's spread (README, The sample score)
+    # another seed than the card's: the card's number holds within the score's spread (docs/score.md)
     score = scorer.score(draw_samples(model, card["score_samples"], card["temperature"], seed=1))
     assert abs(score["recognizable"] - card["recognizable"]) <= 0.03, (score["recognizable"], card)
     assert abs(score["sharpness"] - card["sharpness"]) <= 0.05 * card["sharpness"] + 0.01

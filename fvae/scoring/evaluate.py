@@ -60,7 +60,7 @@ def likelihood_bits_per_dim(model: LatentFlowModel, batches: Iterable[tuple[torc
 
     Beside each mean, the median and the largest of the images' own figures (``exact_bpd_median``,
     ``exact_bpd_max``, ...): a mean far above its median comes from a few images the model gives
-    almost no probability (README, Results on the embedded digits, the 30-minute table)."""
+    almost no probability (docs/results-v0.3.md, the 30-minute table)."""
     nats, se, count = per_image_nats(model, batches, num_samples, chunk_size, progress, marginal_samples)
     result = {}
     for key, values in nats.items():
