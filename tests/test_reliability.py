@@ -133,7 +133,7 @@ def _assert_write_failure_handled(run_dir, done):
 def test_a_full_disk_stops_training_with_the_last_good_checkpoint_named(run, tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (the fault is also injected in the next test)")
     try:

@@ -31,7 +31,9 @@ def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
     # another seed than the card's: the card's number holds within the score's spread (docs/score.md)
     score = scorer.score(draw_samples(model, card["score_samples"], card["temperature"], seed=1))
     assert abs(score["recognizable"] - card["recognizable"]) <= 0.03, (score["recognizable"], card)
-    assert abs(score["sharpness"] - card["sharpness"]) <= 0.05 * card["sharpness"] + 0.01
+    # sharpness is a mean over samples with a heavy tail (a Glow's rare speckled sample reads 5 to 10), so its
+    # spread from seed to seed is wider than recognizable's: 10% of the card's value
+    assert abs(score["sharpness"] - card["sharpness"]) <= 0.1 * card["sharpness"] + 0.01
 
 
 def test_fvae_sample_takes_a_shipped_name_and_writes_beside_the_user(tmp_path):
