@@ -185,6 +185,9 @@ class ModelConfig:
     # latents after training, the model training against N(0, I) ("after": a two-stage prior)
     prior_fit: str = rule("joint", str, choices=PRIOR_FITS)
     num_classes: int = rule(0, int, 0, 1 << 16)
+    # with num_classes > 0: F's coupling nets (fvae, glow) take the class too, a learned bias per
+    # class on their first layer, besides the class-conditional priors
+    class_couplings: bool = rule(False, bool)
 
     def __post_init__(self):
         check_fields(self)

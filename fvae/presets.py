@@ -21,10 +21,11 @@ _CIFAR = dict(image_shape=(3, 32, 32))
 # the mnist f-VAEs: the digits padded to 32x32 so that the multi-scale F reaches a global top, as
 # in the authors' layout: E squeezes once (4x16x16), F has five levels (16x16, 8x8, 4x4, 2x2, a
 # 64-d 1x1 top; fewer steps at the three smallest), the discretized decoder, sigmas starting near
-# 6 bins (what won at equal time: docs/experiments.md)
+# 6 bins (what won at equal time: docs/experiments.md); class-conditional (model.num_classes), their
+# coupling nets take the class too (README, Class-conditional models)
 _MNIST_E = dict(pad_to=32, encoder_levels=1, encoder_blocks=2, encoder_hidden=64, likelihood="discretized",
                 sigma1_init=0.05, sigma2_init=0.05)
-_MNIST_F = dict(flow_levels=5, flow_steps=8, flow_level_steps=(8, 8, 4, 4, 4), flow_width=96)
+_MNIST_F = dict(flow_levels=5, flow_steps=8, flow_level_steps=(8, 8, 4, 4, 4), flow_width=96, class_couplings=True)
 _PAPER_E = dict(encoder_levels=3, encoder_blocks=12, encoder_hidden=None)
 _PAPER_F = dict(flow_levels=4, flow_steps=12, flow_width=256, coupling="additive", mixing="shuffle")
 _PAPER_TRAIN = TrainConfig(batch_size=32, lr=1e-4, max_steps=100_000, sample_every=1000, checkpoint_every=1000)
@@ -36,7 +37,8 @@ MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
         "vae": ModelConfig("vae", **_MNIST, encoder_levels=2, encoder_blocks=2, encoder_hidden=64, latent_dim=32,
                            likelihood="discretized", sigma2_init=0.05),
         # Glow on the same padded images, down to a 2x2 top (what won at equal time: docs/experiments.md)
-        "glow": ModelConfig("glow", **_MNIST, data_scale=1.0, pad_to=32, flow_levels=4, flow_steps=12, flow_width=96),
+        "glow": ModelConfig("glow", **_MNIST, data_scale=1.0, pad_to=32, flow_levels=4, flow_steps=12, flow_width=96,
+                            class_couplings=True),
     },
     # the digits' models on clothes: same shape, same architecture (README, Presets)
     "fashion-mnist": {},

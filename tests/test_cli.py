@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+TINY = ["model.pad_to=null", "model.flow_levels=2",
+        "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "model.latent_dim=8", "train.batch_size=32", "train.eval_batches=2", "train.score_samples=200",
         "train.checkpoint_every=15"]
 

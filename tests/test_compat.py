@@ -2,7 +2,9 @@
 
 ``tests/fixtures/v0.1`` and ``v0.2`` hold tiny runs (2 steps) of each model kind made by fvae 0.1
 and 0.2 themselves, each with ``expected.safetensors``: what that release's model computed on
-four test digits (``encode``, ``sample`` and ``loss`` from seed 0).
+four test digits (``encode``, ``sample`` and ``loss`` from seed 0). ``v0.4`` holds class-conditional
+runs of fvae 0.4 (made by ``/work/exp/make_v04.py``, the 0.4.0 code), whose coupling nets did not
+take the class (``model.class_couplings`` absent from their config): the same, at the digits' labels.
 """
 import shutil
 import subprocess
@@ -20,11 +22,11 @@ FIXTURES = Path(__file__).with_name("fixtures")
 RUNS = [(version, kind) for version in ("v0.1", "v0.2") for kind in ("fvae", "vae", "glow")]
 
 
-def outputs(model, images):
+def outputs(model, images, labels=None):
     torch.manual_seed(0)
-    encoded, samples = model.encode(images), model.sample(4, temperature=0.7)
+    encoded, samples = model.encode(images, labels), model.sample(4, temperature=0.7, labels=labels)
     torch.manual_seed(0)
-    return {"encoded": encoded, "samples": samples, "loss": model.loss(images).detach()}
+    return {"encoded": encoded, "samples": samples, "loss": model.loss(images, labels).detach()}
 
 
 @pytest.mark.parametrize("version, kind", RUNS)
@@ -35,6 +37,16 @@ def test_runs_of_earlier_releases_load_and_compute_what_they_computed(version, k
     assert config.model.kind == kind
     for name, value in outputs(model, expected["images"]).items():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5, msg=f"{version} {kind}: {name}")
+
+
+@pytest.mark.parametrize("kind", ["fvae", "glow"])
+def test_class_conditional_runs_of_fvae_0_4_load_and_compute_what_they_computed(kind):
+    run = FIXTURES / "v0.4" / f"{kind}-conditional"
+    expected = load_file(run / "expected.safetensors")
+    model, config, _ = load_model(run)
+    assert config.model.num_classes == 10 and not config.model.class_couplings
+    for name, value in outputs(model, expected["images"], expected["labels"]).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5, msg=f"v0.4 {kind}: {name}")
 
 
 def test_a_hub_folder_of_fvae_0_2_loads_as_its_run():

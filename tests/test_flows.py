@@ -32,6 +32,10 @@ BLOCKS = {
     "affine_kernel_1": lambda: build_block("affine", 4, width=8, kernel_size=1),
     "conditional_affine_kernel_1": lambda: build_block("conditional_affine", 4, width=8, kernel_size=1),
     "class_conditional_split_prior": lambda: GaussianSplit(2, 2, num_classes=3),
+    "class_conditional_affine": lambda: build_block("affine", 4, width=8, num_classes=3),
+    "class_conditional_additive": lambda: build_block("additive", 4, width=8, num_classes=3),
+    "class_conditional_glow": lambda: MultiScaleGlow(SHAPE, 2, 1, 8, squeeze_first=False, num_classes=3,
+                                                     class_couplings=True),
     "glow_step_affine": lambda: glow_step(4, 8, "affine", "conv1x1_lu"),
     "glow_step_additive_shuffle": lambda: glow_step(4, 8, "additive", "shuffle"),
     "sequence": lambda: FlowSequence(glow_step(4, 8), Squeeze(), glow_step(16, 8, mixing="conv1x1")),
@@ -91,6 +95,20 @@ def test_conditional_blocks_without_their_context_are_a_clear_error():
             build_block(name, 4, width=8)(torch.randn(2, *SHAPE))
     with pytest.raises(ValueError, match="needs the labels"):
         GaussianSplit(2, 2, num_classes=3)(torch.randn(2, *SHAPE))
+    with pytest.raises(ValueError, match="is class-conditional: pass the labels"):
+        AffineCoupling(4, 8, num_classes=3)(torch.randn(2, *SHAPE))
+
+
+@pytest.mark.parametrize("name", ["class_conditional_affine", "class_conditional_additive", "class_conditional_glow"])
+def test_class_conditional_couplings_depend_on_the_class(name):
+    """Each class is its own invertible map: other labels, other outputs; a one-hot row of
+    class weights is the same as the class index."""
+    block, x, _ = make_block(name)
+    y0, ld0 = block(x, torch.zeros(3, dtype=torch.long))
+    y1, _ = block(x, torch.ones(3, dtype=torch.long))
+    assert (y0 - y1).abs().amax() > 1e-3
+    y0w, ld0w = block(x, torch.nn.functional.one_hot(torch.zeros(3, dtype=torch.long), 3).double())
+    torch.testing.assert_close((y0w, ld0w), (y0, ld0))
 
 
 def test_the_registry_names_the_configs_choices():

@@ -20,6 +20,8 @@ VARIANT_OVERRIDES = {
                           "flow_level_widths": (16, 8, 8), "pad_value": 3}),
     "glow-pad": ("glow", {"pad_to": 12, "flow_levels": 2}),
     "fvae-fit-after": ("fvae", {"prior_components": 3, "prior_fit": "after"}),
+    "fvae-class-couplings": ("fvae", {"class_couplings": True}),
+    "glow-class-couplings": ("glow", {"class_couplings": True}),
 }
 
 
@@ -280,7 +282,7 @@ def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
 
 # --- learned priors: class-conditional and mixtures ------------------------------------------------
 
-CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad")
+CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad", "fvae-class-couplings", "glow-class-couplings")
 
 
 @pytest.mark.parametrize("kind", CONDITIONAL_KINDS)
@@ -300,7 +302,7 @@ def test_class_conditional_models_take_labels_everywhere_and_refuse_their_absenc
         tiny(kind).loss(x, labels)
 
 
-@pytest.mark.parametrize("kind", ["vae", "glow", "fvae"])
+@pytest.mark.parametrize("kind", ["vae", "glow", "fvae", "glow-class-couplings", "fvae-class-couplings"])
 def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     """log p(x) = log sum_y p(x|y) p(y), with p(y) the class frequencies: with the same noise, the
     marginal is that mixture of the conditionals; it lies within [max_y p(x|y) p(y), max_y p(x|y)];
@@ -310,7 +312,7 @@ def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     x = images(4).double()
     model.loss(x, torch.zeros(4, dtype=torch.long))  # ActNorm initialisation
     model.prior.set_class_frequencies(torch.tensor([1.0, 2.0, 5.0]))
-    exact = kind == "glow"
+    exact = kind.startswith("glow")
     marginal = model.exact_marginal_log_likelihood if exact else lambda v: model.marginal_log_likelihood(v, 2)
 
     def conditionals():
@@ -324,6 +326,9 @@ def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     if kind != "vae":
         for split in model.flow.splits:
             perturb(split, 0.3)
+    for net in model.modules():
+        if getattr(net, "class_bias", None) is not None:  # class-conditional couplings
+            perturb(net, 0.1)
     torch.manual_seed(5)
     m = marginal(x)
     torch.manual_seed(5)  # the same noise, class by class
@@ -368,11 +373,11 @@ def test_the_class_conditional_vae_kl_is_its_closed_form():
     assert abs(mc.mean() - post.kl[0]) < 4 * mc.std() / math.sqrt(len(u))
 
 
-@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture"])
+@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings"])
 def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     """Four fixed images, each its own class: H(x | y) = 0 and H(x) = log 4. The conditional bound
     may fall towards 0 bits, never below; the marginal may not fall below log 4 nats an image."""
-    extra = {"prior_components": 3} if kind == "fvae-mixture" else {}
+    extra = {"fvae-mixture": {"prior_components": 3}, "fvae-couplings": {"class_couplings": True}}.get(kind, {})
     kind = kind.split("-")[0]
     torch.manual_seed(0)
     model = tiny(kind, num_classes=4, **extra,

@@ -12,7 +12,8 @@ from fvae.data import DataError, embedded_mnist
 from fvae.presets import run_config
 from fvae.training.checkpoint import list_checkpoints, load_model
 
-TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+TINY = ["model.pad_to=null", "model.flow_levels=2",
+        "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "train.eval_batches=1", "train.score_samples=0"]
 
 

@@ -26,7 +26,8 @@ from fvae.training.checkpoint import (
     verify,
 )
 
-TINY = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+TINY = ["model.pad_to=null", "model.flow_levels=2",
+        "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
         "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.sample_every=1000"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

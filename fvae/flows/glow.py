@@ -13,15 +13,15 @@ from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
 
 
 def glow_step(channels: int, width: int, coupling: str = "affine", mixing: str = "conv1x1_lu",
-              seed: int = 0, kernel_size: int = 3) -> FlowSequence:
+              seed: int = 0, kernel_size: int = 3, num_classes: int = 0) -> FlowSequence:
     """One step of flow: ActNorm, then channel mixing, then a coupling layer (its net's outer
-    convolutions ``kernel_size`` wide); ``mixing`` and ``coupling`` name blocks of those roles
-    in :mod:`fvae.flows.registry`."""
+    convolutions ``kernel_size`` wide, its net class-conditional with ``num_classes``); ``mixing``
+    and ``coupling`` name blocks of those roles in :mod:`fvae.flows.registry`."""
     for name, role in ((mixing, "mixing"), (coupling, "coupling")):
         if name not in block_names(role):
             raise InputError(f"unknown {role} {name!r}: expected one of {block_names(role)}")
-    return FlowSequence(*[build_block(name, channels, width, seed, kernel_size)
-                          for name in ("actnorm", mixing, coupling)])
+    return FlowSequence(build_block("actnorm", channels), build_block(mixing, channels, width, seed),
+                        build_block(coupling, channels, width, seed, kernel_size, num_classes))
 
 
 def per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
@@ -42,7 +42,8 @@ class MultiScaleGlow(FlowBlock):
     unless it is the last, whitens half its channels with a learned conditional prior
     (:class:`GaussianSplit`, its net of ``split_width`` where given) and passes the other half
     on. Coupling nets on a 1x1 map use 1x1 convolutions (all a 3x3 one can be there). With
-    ``num_classes`` the split priors are class-conditional, their context the labels ``(B,)``.
+    ``num_classes`` the split priors are class-conditional, their context the labels ``(B,)``,
+    and with ``class_couplings`` too the coupling nets.
 
     ``forward(x)``: ``(B, C, H, W) -> (z, logdet)`` with ``z`` of the same shape, the
     concatenated, flattened outputs of every level, ``N(0, I)`` under the model;
@@ -52,7 +53,7 @@ class MultiScaleGlow(FlowBlock):
     def __init__(self, in_shape: tuple[int, int, int], levels: int, steps: int | Sequence[int],
                  width: int | Sequence[int], coupling: str = "affine", mixing: str = "conv1x1_lu",
                  squeeze_first: bool = True, top_steps: int | None = None, split_width: int | None = None,
-                 num_classes: int = 0):
+                 num_classes: int = 0, class_couplings: bool = False):
         super().__init__()
         steps, widths = per_level(steps, levels, "steps"), per_level(width, levels, "width")
         if top_steps:
@@ -63,6 +64,7 @@ class MultiScaleGlow(FlowBlock):
         self.flows = nn.ModuleList()
         self.splits = nn.ModuleList()
         c, h, w = in_shape
+        coupling_classes = num_classes if class_couplings else 0
         for level in range(levels):
             do_squeeze = level > 0 or squeeze_first
             if do_squeeze:
@@ -73,7 +75,7 @@ class MultiScaleGlow(FlowBlock):
             self.squeezes.append(do_squeeze)
             kernel = 1 if h == w == 1 else 3
             self.flows.append(FlowSequence(*[glow_step(c, widths[level], coupling, mixing, seed=sum(steps[:level]) + k,
-                                                       kernel_size=kernel)
+                                                       kernel_size=kernel, num_classes=coupling_classes)
                                              for k in range(steps[level])]))
             if level < levels - 1:
                 kept = c // 2

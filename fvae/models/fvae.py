@@ -50,7 +50,8 @@ class FVAE(LatentFlowModel):
         self.inner = self.build_inner(config)
         self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
                                    config.level_widths(), config.coupling, config.mixing, squeeze_first=False,
-                                   split_width=config.split_prior_width, num_classes=config.num_classes)
+                                   split_width=config.split_prior_width, num_classes=config.num_classes,
+                                   class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
         self.decoder = Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks,
                                config.encoder_hidden)

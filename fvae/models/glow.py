@@ -26,7 +26,8 @@ class Glow(LatentFlowModel):
         self.latent_shape = tuple(config.model_shape)
         self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
                                    config.level_widths(), config.coupling, config.mixing, squeeze_first=True,
-                                   split_width=config.split_prior_width, num_classes=config.num_classes)
+                                   split_width=config.split_prior_width, num_classes=config.num_classes,
+                                   class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
         self.register_buffer("log_sigma", torch.tensor(math.log(config.dequant_sigma)))
 
