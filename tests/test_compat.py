@@ -3,8 +3,9 @@
 ``tests/fixtures/v0.1`` and ``v0.2`` hold tiny runs (2 steps) of each model kind made by fvae 0.1
 and 0.2 themselves, each with ``expected.safetensors``: what that release's model computed on
 four test digits (``encode``, ``sample`` and ``loss`` from seed 0). ``v0.4`` holds class-conditional
-runs of fvae 0.4 (made by ``/work/exp/make_v04.py``, the 0.4.0 code), whose coupling nets did not
-take the class (``model.class_couplings`` absent from their config): the same, at the digits' labels.
+runs made by fvae 0.4.0's ``fvae train --max-steps 2 model.num_classes=10`` (tiny sizes: their
+config.yaml), whose coupling nets did not take the class (``model.class_couplings`` is absent from
+their config): the same, at the four digits' labels.
 """
 import shutil
 import subprocess
