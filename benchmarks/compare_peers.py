@@ -141,9 +141,8 @@ def evaluate(adapter, test_images, test_labels, num_samples: int, seed: int, mar
     nats = {}
     for i in range(0, len(test_images), 50):
         x = dequantize(test_images[i:i + 50], g)
-        for key, value in adapter.nll(x, num_samples, test_labels[i:i + 50]).items():
-            if key != "marginal" or i < marginal_images:
-                nats.setdefault(key, []).append(value)
+        for key, value in adapter.nll(x, num_samples, test_labels[i:i + 50], marginal=i < marginal_images).items():
+            nats.setdefault(key, []).append(value)
     return {k: round(v, 4) for key, parts in nats.items()
             for k, v in bits_per_dim_summary(key, torch.cat(parts), x[0].numel()).items()}
 

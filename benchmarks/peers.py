@@ -37,14 +37,16 @@ class FvaeAdapter:
         return self.model.loss(x).mean() / self.model.num_dims
 
     @torch.no_grad()
-    def nll(self, x, num_samples, labels=None):
+    def nll(self, x, num_samples, labels=None, marginal=True):
+        """Negative log-likelihood bounds of ``x`` in nats an image; with ``marginal`` (and classes)
+        the marginal over the classes too."""
         y = labels if self.num_classes else None
         out = {"elbo": self.model.loss(x, y)}
         if self.exact:
             out["exact"] = -self.model.exact_log_likelihood(x, y)
         else:
             out["iw"] = -self.model.log_likelihood(x, num_samples, labels=y)
-        if self.num_classes:
+        if self.num_classes and marginal:
             out["marginal"] = (-self.model.exact_marginal_log_likelihood(x) if self.exact
                                else -self.model.marginal_log_likelihood(x, self.marginal_samples))
         return out
@@ -88,7 +90,7 @@ class NormflowsGlow:
         return self.model.forward_kld(pad_images(x, self.model_shape)) / self.num_dims
 
     @torch.no_grad()
-    def nll(self, x, num_samples, labels=None):
+    def nll(self, x, num_samples, labels=None, marginal=False):
         return {"exact": -self.model.log_prob(pad_images(x, self.model_shape), None) + self.pad_nats}
 
     @torch.no_grad()
@@ -152,7 +154,7 @@ class PythaeVAE:
         self.log_sigma = 0.5 * math.log(sq / n)
 
     @torch.no_grad()
-    def nll(self, x, num_samples, labels=None):
+    def nll(self, x, num_samples, labels=None, marginal=False):
         self.model.eval()
         elbo = -self._log_weights(x)
         xs = x.repeat_interleave(num_samples, 0)

@@ -126,3 +126,24 @@ def test_validate_score_writes_its_table(tmp_path):
     assert 0.9 <= spread["sharpness"]["mean"] <= 1.1
     blur = [r["sharpness"] for r in result["graded"] if r["degradation"] == "blur"]
     assert all(a > b for a, b in zip(blur, blur[1:]))
+
+
+def test_compare_peers_bounds_the_marginal_on_the_first_images_only():
+    """The marginal over classes costs a bound a class: compare_peers asks for it on the first
+    ``marginal_images`` test images and for the other bounds on all of them."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from compare_peers import evaluate
+
+    asked = []
+
+    class Recorder:
+        def nll(self, x, num_samples, labels, marginal):
+            asked.append(marginal)
+            nats = {"iw": torch.full((len(x),), 100.0)}
+            return nats | ({"marginal": torch.full((len(x),), 110.0)} if marginal else {})
+
+    images = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8)
+    result = evaluate(Recorder(), images, torch.zeros(200, dtype=torch.long), 2, 0, marginal_images=100)
+    assert asked == [True, True, False, False]  # batches of 50
+    assert result["marginal_bpd"] == pytest.approx(fvae.bits_per_dim(110.0, 784), abs=1e-4)
+    assert result["iw_bpd"] == pytest.approx(fvae.bits_per_dim(100.0, 784), abs=1e-4)
