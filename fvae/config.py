@@ -23,7 +23,7 @@ LIKELIHOODS = ("gaussian", "discretized")
 PRECISIONS = ("auto", "32", "bf16")
 SCHEDULES = ("constant", "cosine", "linear")
 LOGGERS = ("tensorboard", "mlflow")
-PRIOR_FITS = ("joint", "after")
+PRIOR_FITS = ("joint", "after", "refit")
 
 
 
@@ -181,8 +181,9 @@ class ModelConfig:
     # (1 and no classes: N(0, I)); with num_classes > 0 one per class, and the split priors conditional
     # on the class too: a class-conditional model, trained and sampled with labels
     prior_components: int = rule(1, int, 1, 4096)
-    # the top prior learned with the model ("joint"), or fitted by EM to the training set's top
-    # latents after training, the model training against N(0, I) ("after": a two-stage prior)
+    # the top prior learned with the model ("joint"); fitted by EM to the training set's top
+    # latents after training, the model training against N(0, I) ("after": a two-stage prior); or
+    # learned with the model, then refitted by EM to the final weights' top latents ("refit")
     prior_fit: str = rule("joint", str, choices=PRIOR_FITS)
     num_classes: int = rule(0, int, 0, 1 << 16)
     # with num_classes > 0: F's coupling nets (fvae, glow) take the class too, a learned bias per

@@ -423,6 +423,27 @@ def test_em_fits_a_known_mixture_and_a_prior_fitted_after_training_is_n01_while_
     torch.testing.assert_close(prior.log_prob(z), standard_normal_log_prob(z))
 
 
+def test_a_refitted_prior_trains_with_the_model_and_refits_by_em():
+    from fvae.models.priors import LatentPrior, standard_normal_log_prob
+
+    prior = LatentPrior((2,), 2, num_classes=2, components=1, fit="refit")
+    assert prior.refitted and all(p.requires_grad for p in prior.parameters())
+    z, labels = torch.randn(64, 2), torch.arange(64) % 2
+    torch.testing.assert_close(prior.log_prob(z, labels), standard_normal_log_prob(z))  # starts at N(0, I)
+    with torch.no_grad():
+        prior.means[1] += 2.0
+    prior.train()  # in training mode the learned prior counts (unlike fit="after")
+    torch.testing.assert_close(prior.log_prob(z[labels == 1], labels[labels == 1]),
+                               standard_normal_log_prob(z[labels == 1] - 2.0))
+    g = torch.Generator().manual_seed(0)
+    data = torch.cat([torch.randn(4000, 2, generator=g) * 0.5 - 1, torch.randn(4000, 2, generator=g) * 2 + 3])
+    classes = torch.arange(8000) // 4000
+    prior.fit(data, classes)  # one Gaussian per class: the classes' means and spreads
+    torch.testing.assert_close(prior.means[:, 0], torch.tensor([[-1.0, -1.0], [3.0, 3.0]]), atol=0.08, rtol=0)
+    torch.testing.assert_close(torch.exp(5 * torch.tanh(prior.log_scales[:, 0] / 5)),
+                               torch.tensor([[0.5, 0.5], [2.0, 2.0]]), atol=0.06, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["fvae", "vae"])
 def test_a_prior_fitted_after_training_tightens_the_bound_on_test_images(kind):
     from fvae.training.prior_fit import fit_top_prior

@@ -225,3 +225,20 @@ def test_mlflow_logs_the_runs_scalars_images_and_config_and_a_resume_continues_t
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert any("samples~T_1" in path for path in images)
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_refitted_prior_is_saved_as_fitted_to_the_ema_weights(tmp_path):
+    from fvae.data import load_dataset
+    from fvae.training.prior_fit import fit_top_prior
+
+    config = tiny_config("model.num_classes=10", "model.prior_fit=refit", "train.max_steps=6",
+                         "train.checkpoint_every=6", "train.ema_decay=0.9")
+    train(config, tmp_path)
+    model, loaded, checkpoint = load_model(tmp_path)  # the EMA weights
+    saved = {k: v.clone() for k, v in model.prior.state_dict().items()}
+    moving = load_file(checkpoint / "model.safetensors")
+    assert not torch.allclose(saved["means"], moving["prior.means"])  # refitted, not the trained prior
+    train_set = load_dataset(loaded.data, "train", loaded.model.image_shape)
+    fit_top_prior(model, train_set, seed=loaded.train.seed)  # the fit again, to the same weights
+    for k, v in model.prior.state_dict().items():
+        torch.testing.assert_close(v, saved[k], msg=k)

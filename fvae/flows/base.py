@@ -38,6 +38,12 @@ def class_weights(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = t
     return labels.to(dtype)
 
 
+def class_channel_bias(labels: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The labels' rows of a per-class table ``(num_classes, C)``, mixed by their class weights
+    (:func:`class_weights`) and shaped ``(B, C, 1, 1)`` to add to every pixel of a feature map."""
+    return (class_weights(labels, table.shape[0], table.dtype) @ table)[:, :, None, None]
+
+
 def zero_logdet(x: torch.Tensor) -> torch.Tensor:
     """The log-det of a volume-preserving block, ``(B,)`` zeros."""
     return x.new_zeros(x.shape[0])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fvae.flows.base import class_weights
+from fvae.flows.base import class_channel_bias
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -62,9 +62,8 @@ class CouplingNet(nn.Sequential):
         x = x.contiguous(memory_format=self.memory_format)
         if self.class_bias is None:
             return super().forward(x)
-        bias = class_weights(labels, self.num_classes, self.class_bias.dtype) @ self.class_bias
         first, *rest = self
-        h = first(x) + bias.to(x.dtype)[:, :, None, None]
+        h = first(x) + class_channel_bias(labels, self.class_bias).to(x.dtype)
         for layer in rest:
             h = layer(h)
         return h

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvae.errors import InputError
-from fvae.flows.base import FlowBlock, class_weights, soft_clamp, sum_except_batch, zero_logdet
+from fvae.flows.base import FlowBlock, class_channel_bias, soft_clamp, sum_except_batch, zero_logdet
 from fvae.flows.nets import CouplingNet, zero_init
 from fvae.fp32 import to_fp32
 
@@ -62,8 +62,7 @@ class GaussianSplit(FlowBlock):
         if self.class_shift is not None:
             if labels is None:
                 raise InputError("a class-conditional split prior needs the labels as its context")
-            shift = class_weights(labels, self.num_classes, params.dtype) @ self.class_shift
-            params = params + shift[:, :, None, None]
+            params = params + class_channel_bias(labels, self.class_shift).to(params.dtype)
         mu, log_sigma = params.chunk(2, dim=1)
         return mu, soft_clamp(log_sigma, self.scale_bound)
 

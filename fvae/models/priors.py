@@ -15,7 +15,10 @@ The top prior is learned with the rest of the model (``fit="joint"``), or fitted
 (``fit="after"``, a two-stage prior as in Dai & Wipf 2019): the model trains against ``N(0, I)``
 (in training mode the top prior is ``N(0, I)``), then :meth:`LatentPrior.fit` fits the mixture by
 EM to the top latents ``z_top = F_x(u)`` of training images, which evaluation and sampling use.
-Either way it is a normalised density, so every bound stays a bound.
+``fit="refit"`` does both: the prior is learned with the model, then refitted by EM to the top
+latents of the weights that evaluation and sampling use (the EMA weights, which the prior trained
+beside the moving weights never saw). Every way it is a normalised density, so every bound stays
+a bound.
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ class LatentPrior(nn.Module):
         self.latent_shape, self.top_dims = tuple(latent_shape), top_dims
         self.num_classes, self.components, self.scale_bound = num_classes, components, scale_bound
         self.fit_after = fit == "after"
-        self.learned = num_classes > 0 or components > 1 or self.fit_after
+        self.refitted = fit in ("after", "refit")
+        self.learned = num_classes > 0 or components > 1 or self.refitted
         if self.learned:
             sets = max(1, num_classes)
             spread = components > 1 and not self.fit_after

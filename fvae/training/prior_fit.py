@@ -1,5 +1,6 @@
-"""The second stage of a two-stage prior (``model.prior_fit=after``): fit the top prior to the
-top latents of training images, with the model's weights as they are (Dai & Wipf, 2019)."""
+"""The second stage of a two-stage prior (``model.prior_fit=after``, or ``refit`` after joint
+training): fit the top prior to the top latents of training images, with the model's weights as
+they are (Dai & Wipf, 2019)."""
 from __future__ import annotations
 
 import torch

@@ -314,9 +314,10 @@ class Trainer:
 
     def eval_model(self) -> LatentFlowModel:
         """The model samples and evaluations use: the EMA weights where kept; with a prior fitted
-        after training (``model.prior_fit=after``), that prior fitted to these weights first."""
+        after training (``model.prior_fit=after`` or ``refit``), that prior fitted to these weights
+        first (without EMA weights, a refitted prior goes on training from the fit)."""
         model = (self.ema.module if self.ema is not None else self.model).eval()
-        if self.config.model.prior_fit == "after" and self._prior_fitted_at != self.step:
+        if model.prior.refitted and self._prior_fitted_at != self.step:
             fit_top_prior(model, self.train_set, seed=self.config.train.seed)
             self._prior_fitted_at = self.step
         return model
