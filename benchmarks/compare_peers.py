@@ -277,8 +277,11 @@ def tables(rows: list[dict]) -> str:
     sweep_keys = [("fid", ".1f"), ("recognizable", ".3f"), ("sharpness", ".2f")]
     if any("class_accuracy" in r for r in rows):
         sweep_keys.append(("class_accuracy", ".3f"))
+    def cell(scores: dict, key: str, fmt: str) -> str:  # "–" where a row lacks the key (an unconditional row)
+        return f"{scores[key]:{fmt}}" if key in scores else "–"
+
     sweep_rows = [{"model": r["model"], **{f"T={t:g}": " / ".join(
-        f"{r['by_temperature'][f'{t:g}'][k]:{fmt}}" for k, fmt in sweep_keys) for t in SWEEP}}
+        cell(r["by_temperature"][f"{t:g}"], k, fmt) for k, fmt in sweep_keys) for t in SWEEP}}
                   for r in rows]
     sweep = markdown_table(sweep_rows, ["model", *(f"T={t:g}" for t in SWEEP)],
                            headers={f"T={t:g}": f"T={t:g}: " + " / ".join(k for k, _ in sweep_keys) for t in SWEEP})

@@ -147,3 +147,17 @@ def test_compare_peers_bounds_the_marginal_on_the_first_images_only():
     assert asked == [True, True, False, False]  # batches of 50
     assert result["marginal_bpd"] == pytest.approx(fvae.bits_per_dim(110.0, 784), abs=1e-4)
     assert result["iw_bpd"] == pytest.approx(fvae.bits_per_dim(100.0, 784), abs=1e-4)
+
+
+def test_compare_peers_tables_take_conditional_and_unconditional_rows_together():
+    """A --conditional run with an unconditional variant: rows without class_accuracy show "–"."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from compare_peers import SWEEP, tables
+
+    def row(model, **extra):
+        scores = {"fid": 10.0, "recognizable": 0.5, "sharpness": 0.7, **extra}
+        return {"model": model, "iw_bpd": 1.3, "temperature": 0.6, **scores,
+                "by_temperature": {f"{t:g}": dict(scores) for t in SWEEP}}
+
+    text = tables([row("fvae", class_accuracy=0.9), row("fvae_unconditional")])
+    assert "10.0 / 0.500 / 0.70 / 0.900" in text and "10.0 / 0.500 / 0.70 / –" in text
