@@ -272,16 +272,18 @@ def main_table(rows: list[dict]) -> str:
                                  or any(c in r for r in rows)])
 
 
+def score_cell(scores: dict, key: str, fmt: str) -> str:
+    """One score formatted, or "–" where the row lacks it (an unconditional row among conditional ones)."""
+    return f"{scores[key]:{fmt}}" if key in scores else "–"
+
+
 def tables(rows: list[dict]) -> str:
     main = main_table(rows)
     sweep_keys = [("fid", ".1f"), ("recognizable", ".3f"), ("sharpness", ".2f")]
     if any("class_accuracy" in r for r in rows):
         sweep_keys.append(("class_accuracy", ".3f"))
-    def cell(scores: dict, key: str, fmt: str) -> str:  # "–" where a row lacks the key (an unconditional row)
-        return f"{scores[key]:{fmt}}" if key in scores else "–"
-
     sweep_rows = [{"model": r["model"], **{f"T={t:g}": " / ".join(
-        cell(r["by_temperature"][f"{t:g}"], k, fmt) for k, fmt in sweep_keys) for t in SWEEP}}
+        score_cell(r["by_temperature"][f"{t:g}"], k, fmt) for k, fmt in sweep_keys) for t in SWEEP}}
                   for r in rows]
     sweep = markdown_table(sweep_rows, ["model", *(f"T={t:g}" for t in SWEEP)],
                            headers={f"T={t:g}": f"T={t:g}: " + " / ".join(k for k, _ in sweep_keys) for t in SWEEP})
