@@ -189,6 +189,9 @@ class ModelConfig:
     # with num_classes > 0: F's coupling nets (fvae, glow) take the class too, a learned bias per
     # class on their first layer, besides the class-conditional priors
     class_couplings: bool = rule(False, bool)
+    # with num_classes > 0: the decoder (G of fvae and composite, the VAE's) takes the class too, a
+    # learned bias per class on the hidden layer of each of its residual blocks
+    class_decoder: bool = rule(False, bool)
 
     def __post_init__(self):
         check_fields(self)

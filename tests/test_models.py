@@ -22,6 +22,8 @@ VARIANT_OVERRIDES = {
     "fvae-fit-after": ("fvae", {"prior_components": 3, "prior_fit": "after"}),
     "fvae-class-couplings": ("fvae", {"class_couplings": True}),
     "glow-class-couplings": ("glow", {"class_couplings": True}),
+    "fvae-class-decoder": ("fvae", {"class_decoder": True}),
+    "vae-class-decoder": ("vae", {"class_decoder": True}),
 }
 
 
@@ -282,7 +284,8 @@ def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
 
 # --- learned priors: class-conditional and mixtures ------------------------------------------------
 
-CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad", "fvae-class-couplings", "glow-class-couplings")
+CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad", "fvae-class-couplings", "glow-class-couplings",
+                     "fvae-class-decoder", "vae-class-decoder")
 
 
 @pytest.mark.parametrize("kind", CONDITIONAL_KINDS)
@@ -302,7 +305,8 @@ def test_class_conditional_models_take_labels_everywhere_and_refuse_their_absenc
         tiny(kind).loss(x, labels)
 
 
-@pytest.mark.parametrize("kind", ["vae", "glow", "fvae", "glow-class-couplings", "fvae-class-couplings"])
+@pytest.mark.parametrize("kind", ["vae", "glow", "fvae", "glow-class-couplings", "fvae-class-couplings",
+                                  "fvae-class-decoder", "vae-class-decoder"])
 def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     """log p(x) = log sum_y p(x|y) p(y), with p(y) the class frequencies: with the same noise, the
     marginal is that mixture of the conditionals; it lies within [max_y p(x|y) p(y), max_y p(x|y)];
@@ -323,11 +327,11 @@ def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     if exact:
         torch.testing.assert_close(marginal(x), conditionals()[:, 0], rtol=1e-9, atol=1e-9)
     perturb(model.prior, 1.0)
-    if kind != "vae":
+    if not kind.startswith("vae"):
         for split in model.flow.splits:
             perturb(split, 0.3)
     for net in model.modules():
-        if getattr(net, "class_bias", None) is not None:  # class-conditional couplings
+        if getattr(net, "class_bias", None) is not None:  # class-conditional couplings and decoder blocks
             perturb(net, 0.1)
     torch.manual_seed(5)
     m = marginal(x)
@@ -373,11 +377,12 @@ def test_the_class_conditional_vae_kl_is_its_closed_form():
     assert abs(mc.mean() - post.kl[0]) < 4 * mc.std() / math.sqrt(len(u))
 
 
-@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings"])
+@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings", "fvae-decoder"])
 def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     """Four fixed images, each its own class: H(x | y) = 0 and H(x) = log 4. The conditional bound
     may fall towards 0 bits, never below; the marginal may not fall below log 4 nats an image."""
-    extra = {"fvae-mixture": {"prior_components": 3}, "fvae-couplings": {"class_couplings": True}}.get(kind, {})
+    extra = {"fvae-mixture": {"prior_components": 3}, "fvae-couplings": {"class_couplings": True},
+             "fvae-decoder": {"class_decoder": True}}.get(kind, {})
     kind = kind.split("-")[0]
     torch.manual_seed(0)
     model = tiny(kind, num_classes=4, **extra,
@@ -400,6 +405,31 @@ def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     conditional_bpd = fvae.bits_per_dim(-conditional.mean().item(), 64)
     assert marginal_bpd >= math.log2(4) / 64 and conditional_bpd >= 0, (marginal_bpd, conditional_bpd)
     assert conditional_bpd < marginal_bpd
+
+
+def test_a_class_conditional_decoder_adds_its_class_bias_to_each_block_and_nothing_else():
+    """G(v, y) with a class's bias rows at zero is the unconditional G of the same weights; another
+    class's rows change the output, and a class weight of 1/2 each is halfway in every hidden layer."""
+    from fvae.models.nets import Decoder
+
+    torch.manual_seed(0)
+    conditional = perturb(Decoder(1, 2, 2, 8, num_classes=3).double(), 0.2)
+    plain = Decoder(1, 2, 2, 8).double()
+    plain.load_state_dict({k: v for k, v in conditional.state_dict().items() if not k.endswith("class_bias")})
+    blocks = [block for stage in conditional.stages for block in stage]
+    with torch.no_grad():
+        for block in blocks:
+            block.class_bias[0].zero_()
+    v = torch.randn(4, 16, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(conditional(v, torch.zeros(4, dtype=torch.long)), plain(v), rtol=1e-12, atol=1e-12)
+    assert (conditional(v, torch.ones(4, dtype=torch.long)) - plain(v)).abs().max() > 1e-3
+    with torch.no_grad():  # a one-block decoder: a mixed class weight is the mixed bias
+        block = blocks[0]
+        mixed = block(v, torch.tensor([[0.0, 0.5, 0.5]]).expand(4, -1))
+        block.class_bias[0].copy_((block.class_bias[1] + block.class_bias[2]) / 2)
+        torch.testing.assert_close(mixed, block(v, torch.zeros(4, dtype=torch.long)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="class-conditional"):
+        conditional(v)
 
 
 def test_em_fits_a_known_mixture_and_a_prior_fitted_after_training_is_n01_while_training():

@@ -150,8 +150,9 @@ class LatentFlowModel(nn.Module, HubMixin):
         """``z = F_x(u)`` for model-space images ``x``: ``(B, C, H, W)``, ``u``: ``(B, *latent_shape)``."""
         raise NotImplementedError
 
-    def decoder_log_prob(self, x: torch.Tensor, decoder_input: torch.Tensor) -> torch.Tensor:
-        """``log q(x | z)``, ``(B,)``, for model-space ``x``."""
+    def decoder_log_prob(self, x: torch.Tensor, decoder_input: torch.Tensor,
+                         labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``log q(x | z)`` (``log q(x | z, y)`` with a class-conditional decoder), ``(B,)``, for model-space ``x``."""
         raise NotImplementedError
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,7 +201,7 @@ class LatentFlowModel(nn.Module, HubMixin):
                     ) -> tuple[torch.Tensor, torch.Tensor, Posterior]:
         """``(-log q(x|z), log q(u) - logdet - log q(z|y), posterior)`` on model space."""
         post = self.posterior(x, u, labels)
-        reconstruction = -self.decoder_log_prob(x, post.decoder_input)
+        reconstruction = -self.decoder_log_prob(x, post.decoder_input, labels)
         kl = standard_normal_log_prob(u) - post.logdet - self.prior.log_prob(post.z, labels)
         return reconstruction, kl, post
 

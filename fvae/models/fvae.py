@@ -38,6 +38,12 @@ def make_encoder(config: ModelConfig) -> Encoder:
     return Encoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden)
 
 
+def make_decoder(config: ModelConfig) -> Decoder:
+    """``G``, the mirror of :func:`make_encoder`; class-conditional with ``class_decoder``."""
+    return Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden,
+                   config.num_classes if config.class_decoder else 0)
+
+
 class FVAE(LatentFlowModel):
     """The f-VAE. ``inner`` is the conditional part ``u -> v`` (here ``sigma1 * u + E(x)``),
     ``flow`` the unconditional ``F``, ``decoder`` ``G``, ``log_sigma2`` the decoder's scale."""
@@ -53,8 +59,7 @@ class FVAE(LatentFlowModel):
                                    split_width=config.split_prior_width, num_classes=config.num_classes,
                                    class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
-        self.decoder = Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks,
-                               config.encoder_hidden)
+        self.decoder = make_decoder(config)
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
                                        requires_grad=config.sigma2_trainable)
 
@@ -66,11 +71,11 @@ class FVAE(LatentFlowModel):
         z, logdet_flow = self.flow(v, labels)
         return Posterior(z, logdet_inner + logdet_flow, v)
 
-    def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.gaussian_decoder_log_prob(x, self.decoder(v), self.log_sigma2)
+    def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.gaussian_decoder_log_prob(x, self.decoder(v, labels), self.log_sigma2)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(self.flow.inverse(z, labels))
+        return self.decoder(self.flow.inverse(z, labels), labels)
 
     def scales(self) -> dict[str, torch.Tensor]:
         scales = {"sigma2": self.log_sigma2.exp().detach()}

@@ -36,7 +36,7 @@ class Glow(LatentFlowModel):
         z, logdet = self.flow(v, labels)
         return Posterior(z, logdet + v[0].numel() * self.log_sigma, v)
 
-    def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def decoder_log_prob(self, x: torch.Tensor, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return gaussian_log_prob(x, v, self.log_sigma)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvae.flows.base import class_channel_bias
 from fvae.flows.nets import CouplingNet, memory_format_for, zero_init
+from fvae.errors import InputError
 from fvae.fp32 import full_precision, to_fp32
 
 
@@ -26,13 +28,15 @@ def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> n
 
 
 class ResidualBlock(nn.Module):
-    """``x + conv1x1_zero(relu(norm(conv3x3(x))))``: the identity at initialisation.
+    """``x + conv1x1_zero(relu(norm(conv3x3(x)) + b_y))``: the identity at initialisation.
 
     The norm is a per-example GroupNorm, so the output never depends on the rest of the
-    batch (the paper's code uses BatchNorm).
+    batch (the paper's code uses BatchNorm). With ``num_classes`` the block takes class labels
+    (``(B,)`` indices or ``(B, num_classes)`` weights) and adds a learned bias ``b_y`` per class
+    (zero at the start) to its hidden layer; without, ``b_y = 0``.
     """
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, num_classes: int = 0):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, hidden, 3, padding=1),
@@ -40,23 +44,37 @@ class ResidualBlock(nn.Module):
             nn.ReLU(inplace=True),
             zero_init(nn.Conv2d(hidden, channels, 1)),
         )
+        self.class_bias = nn.Parameter(torch.zeros(num_classes, hidden)) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + to_fp32(self.body(x))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_bias is None:
+            return x + to_fp32(self.body(x))
+        conv, norm, relu, out = self.body
+        h = norm(conv(x))
+        return x + to_fp32(out(relu(h + class_channel_bias(labels, self.class_bias).to(h.dtype))))
 
 
 def _groups(channels: int, most: int = 8) -> int:
     return max(g for g in range(1, most + 1) if channels % g == 0)
 
 
-def _residual_stages(widths: list[int], blocks: int, hidden: int | None) -> tuple[nn.ModuleList, list]:
+def _residual_stages(widths: list[int], blocks: int, hidden: int | None,
+                     num_classes: int = 0) -> tuple[nn.ModuleList, list]:
     """One stage of ``blocks`` residual blocks per width, each block ``hidden`` wide (``None``: as
     wide as its input), with its weights in the memory format :func:`memory_format_for` picks for it."""
     stages, formats = nn.ModuleList(), [memory_format_for(c) for c in widths]
     for c, memory_format in zip(widths, formats):
-        stage = nn.Sequential(*[ResidualBlock(c, c if hidden is None else hidden) for _ in range(blocks)])
+        stage = nn.Sequential(*[ResidualBlock(c, c if hidden is None else hidden, num_classes)
+                                for _ in range(blocks)])
         stages.append(stage.to(memory_format=memory_format))
     return stages, formats
+
+
+def _run_stage(stage: nn.Sequential, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A stage's residual blocks in turn, each given the labels."""
+    for block in stage:
+        x = block(x, labels)
+    return x
 
 
 class Encoder(nn.Module):
@@ -82,18 +100,22 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """``G``: the mirror of :class:`Encoder`, ``levels`` times (blocks, then unsqueeze).
 
-    ``(B, C * 4^L, H / 2^L, W / 2^L) -> (B, C, H, W)``.
+    ``(B, C * 4^L, H / 2^L, W / 2^L) -> (B, C, H, W)``. With ``num_classes`` every block takes
+    the class labels too (:class:`ResidualBlock`), which ``forward`` then requires.
     """
 
-    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None):
+    def __init__(self, channels: int, levels: int, blocks: int, hidden: int | None = None, num_classes: int = 0):
         super().__init__()
         widths = [channels * 4 ** l for l in range(levels, 0, -1)]
-        self.stages, self.formats = _residual_stages(widths, blocks, hidden)
+        self.num_classes = num_classes
+        self.stages, self.formats = _residual_stages(widths, blocks, hidden, num_classes)
 
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes and labels is None:
+            raise InputError("this decoder is class-conditional (model.class_decoder): pass the labels")
         v = to_fp32(v)  # the residual stream stays fp32 under autocast; only the blocks' bodies may not
         for stage, memory_format in zip(self.stages, self.formats):
-            v = F.pixel_shuffle(stage(v.contiguous(memory_format=memory_format)), 2)
+            v = F.pixel_shuffle(_run_stage(stage, v.contiguous(memory_format=memory_format), labels), 2)
         return v
 
 

@@ -18,8 +18,8 @@ from torch import nn
 from fvae.config import ModelConfig
 from fvae.flows.conditional import ConditionalAffine
 from fvae.models.base import LatentFlowModel, Posterior
-from fvae.models.fvae import encoded_shape, make_encoder
-from fvae.models.nets import Decoder, FlatHead, Unflatten
+from fvae.models.fvae import encoded_shape, make_decoder, make_encoder
+from fvae.models.nets import FlatHead, Unflatten
 
 
 class VAE(LatentFlowModel):
@@ -33,10 +33,7 @@ class VAE(LatentFlowModel):
         self.latent_shape = (config.latent_dim,)
         self.encoder = ConditionalAffine(
             nn.Sequential(make_encoder(config), FlatHead(math.prod(features), 2 * config.latent_dim)))
-        self.decoder = nn.Sequential(
-            Unflatten(config.latent_dim, features),
-            Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden),
-        )
+        self.decoder = nn.Sequential(Unflatten(config.latent_dim, features), make_decoder(config))
         self.log_sigma2 = nn.Parameter(torch.tensor(math.log(config.sigma2_init)),
                                        requires_grad=config.sigma2_trainable)
         self.build_prior(config.latent_dim)
@@ -46,11 +43,12 @@ class VAE(LatentFlowModel):
         z = mu + torch.exp(log_sigma) * u
         return Posterior(z, log_sigma.sum(1), z, self.prior.gaussian_kl(mu, log_sigma, labels))
 
-    def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.gaussian_decoder_log_prob(x, self.decoder(z), self.log_sigma2)
+    def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.gaussian_decoder_log_prob(x, self.generate(z, labels), self.log_sigma2)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(z)
+        unflatten, decoder = self.decoder
+        return decoder(unflatten(z), labels)
 
     def scales(self) -> dict[str, torch.Tensor]:
         return {"sigma2": self.log_sigma2.exp().detach()}
