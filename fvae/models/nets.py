@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvae.errors import InputError
 from fvae.flows.base import class_channel_bias
 from fvae.flows.nets import CouplingNet, memory_format_for, zero_init
-from fvae.errors import InputError
 from fvae.fp32 import full_precision, to_fp32
 
 
