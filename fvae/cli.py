@@ -73,7 +73,8 @@ def _run_parser(sub, name: str, help: str, run: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even where EMA weights were saved")
-    p.add_argument("--out", help="where to write (default: in the run folder)")
+    p.add_argument("--out", help="the folder to write into, made where missing, or for eval, reconstruct and "
+                                  "interpolate a .json or picture file (default: the run folder)")
     p.set_defaults(func=run)
     return p
 

@@ -46,6 +46,17 @@ def test_eval_writes_every_number(runs):
     assert (runs / "fvae" / "evals.jsonl").exists()
 
 
+def test_out_names_a_new_folder_or_a_file(runs, tmp_path):
+    ok("eval", runs / "fvae", "--num-samples", 2, "--max-images", 32, "--score-samples", 0, "--out", tmp_path / "a" / "b")
+    ok("eval", runs / "fvae", "--num-samples", 2, "--max-images", 32, "--score-samples", 0,
+       "--out", tmp_path / "c" / "mine.json")
+    assert json.loads((tmp_path / "a" / "b" / "eval.json").read_text())["metrics"]["num_images"] == 32
+    assert json.loads((tmp_path / "c" / "mine.json").read_text())["metrics"]["num_images"] == 32
+    ok("reconstruct", runs / "fvae", "--num", 8, "--out", tmp_path / "pictures")
+    ok("interpolate", runs / "fvae", "--rows", 2, "--out", tmp_path / "d" / "path.jpg")
+    assert (tmp_path / "pictures" / "reconstructions.png").exists() and (tmp_path / "d" / "path.jpg").exists()
+
+
 def test_sample_reconstruct_interpolate_write_pngs(runs, tmp_path):
     ok("sample", runs / "fvae", "--num", 16, "--temperatures", 1.0, 0.7, "--out", tmp_path)
     assert (tmp_path / "samples_T1.png").exists() and (tmp_path / "samples_T0.7.png").exists()

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import fvae
-from fvae.commands.runs import checkpoint_step, evaluation_split, load_run_model
+from fvae.commands.runs import checkpoint_step, evaluation_split, load_run_model, output_path
 from fvae.config import DataConfig
 from fvae.data import dataset_key, load_dataset, load_images, load_labels
 from fvae.errors import InputError
@@ -44,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        max_images=args.max_images, scorer=scorer, score_samples=args.score_samples,
                        temperature=temperature, seed=args.seed)
     record = eval_record(checkpoint, config, args, metrics, config.data.name, started)
-    write_record(record, Path(args.out) if args.out else run_dir / "eval.json", run_dir)
+    write_record(record, output_path(args.out, run_dir, "eval.json", (".json",)), run_dir)
     print_metrics(metrics, f"{checkpoint} ({config.model.kind}, {metrics['num_images']} test images, "
                            f"K={args.num_samples})")
     return 0
@@ -165,6 +165,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     score = {"path": str(args.path), "dataset": args.data, **score}
     print_score(score, f"{args.path}: scored against the {args.data} test split ({len(test_set)} images)")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(score, indent=2))
         print(f"wrote {args.json}")
     return 0

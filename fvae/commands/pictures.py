@@ -13,10 +13,13 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from fvae.commands.runs import evaluation_images, load_run_model
+from fvae.commands.runs import evaluation_images, load_run_model, output_path
 from fvae.errors import InputError
 from fvae.flows.base import class_weights
 from fvae.models import LatentFlowModel
+
+# what --out may end in to name the picture itself (else it names a folder): the formats PIL writes
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @torch.no_grad()
@@ -107,7 +110,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
     x, labels = evaluation_images(config, args, args.num, next(model.parameters()).device, model.num_classes)
-    path = Path(args.out) if args.out else run_dir / "reconstructions.png"
+    path = output_path(args.out, run_dir, "reconstructions.png", IMAGE_SUFFIXES)
     save_image(reconstruction_grid(model, x, labels), path, nrow=8)
     print(f"wrote {path} (rows: inputs, then their reconstructions)")
     return 0
@@ -123,7 +126,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         x, y = evaluation_images(config, args, 2 * args.rows, device, model.num_classes)
         a, b = slice(None, args.rows), slice(args.rows, None)
         grid = interpolation_rows(model, x[a], x[b], args.steps, *((y[a], y[b]) if y is not None else ()))
-    path = Path(args.out) if args.out else run_dir / f"interpolation_{args.images}.png"
+    path = output_path(args.out, run_dir, f"interpolation_{args.images}.png", IMAGE_SUFFIXES)
     save_image(grid, path, nrow=args.steps)
     print(f"wrote {path}")
     return 0

@@ -34,6 +34,18 @@ def load_run_model(args: argparse.Namespace):
     return model, config, checkpoint, checkpoint.parent.parent
 
 
+def output_path(out: str | None, run_dir: Path, name: str, suffixes: tuple[str, ...]) -> Path:
+    """Where a command writes its file ``name``: into the run folder, into the folder ``--out``, or, where
+    ``--out`` ends in one of ``suffixes``, to that file; the folder is made where it is missing."""
+    if out is None:
+        return run_dir / name
+    path = Path(out)
+    if path.suffix.lower() not in suffixes:
+        path = path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def checkpoint_step(checkpoint: Path) -> int | None:
     """The step of a checkpoint folder (``step-00001500``); None for a pretrained model's folder."""
     name = checkpoint.name
