@@ -169,7 +169,8 @@ def test_default_command_runs_end_to_end(tmp_path):
     output, _ = run.communicate(timeout=300)
     assert run.returncode == 0, output
     run_dir = tmp_path / "run"
-    assert sorted(p.name for p in run_dir.glob("samples*.png")) == ["samples_T0.6.png", "samples_T1.png"]
+    grids = sorted(f"samples_T{t:g}.png" for t in run_config("fvae", "mnist").train.temperatures)
+    assert sorted(p.name for p in run_dir.glob("samples*.png")) == grids
     assert list_checkpoints(run_dir)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     config = RunConfig.load_yaml(run_dir / "config.yaml")
