@@ -71,7 +71,7 @@ MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 1,380 steps: the README's default run within 10 minutes on 2 cores without AVX-512; samples at
-    # T = 0.65: as readable as at 0.6, sharper and more varied (docs/experiments.md, fvae 0.8)
+    # T = 0.65: nearly as readable as at 0.6, sharper and more varied (docs/experiments.md, fvae 0.8)
     "mnist": TrainConfig(batch_size=64, lr=2e-3, max_steps=1380, ema_decay=0.999, score_samples=1000,
                          score_temperature=0.65, temperatures=(1.0, 0.65)),
     # clothes lose their texture, and the f-VAE most of its clarity, below T = 1 (docs/results-v0.3.md, Fashion-MNIST)
