@@ -185,6 +185,9 @@ class ModelConfig:
     # latents after training, the model training against N(0, I) ("after": a two-stage prior); or
     # learned with the model, then refitted by EM to the final weights' top latents ("refit")
     prior_fit: str = rule("joint", str, choices=PRIOR_FITS)
+    # the top prior autoregressive over its entries (channel by channel on a 1x1 top, as mAR-SCF's),
+    # a masked net of this width giving each entry's mean and scale; one component, learned jointly
+    prior_ar_width: int | None = rule(None, int, 1, 8192, optional=True)
     num_classes: int = rule(0, int, 0, 1 << 16)
     # with num_classes > 0: F's coupling nets (fvae, glow) take the class too, a learned bias per
     # class on their first layer, besides the class-conditional priors
@@ -203,6 +206,10 @@ class ModelConfig:
         if self.pad_to is not None and self.pad_to < max(self.image_shape[1:]):
             raise ConfigError(f"model.pad_to: {self.pad_to} is not allowed; expected at least the image's height "
                               f"and width, {self.image_shape[1]}x{self.image_shape[2]}")
+        if self.prior_ar_width is not None and (self.prior_components > 1 or self.prior_fit != "joint"):
+            raise ConfigError(f"model.prior_ar_width: an autoregressive top prior is learned with the model and has "
+                              f"one component; expected model.prior_components=1 and model.prior_fit=joint, got "
+                              f"{self.prior_components} and {self.prior_fit!r}")
         if self.kind == "glow" and self.likelihood != "gaussian":
             raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
                               f"is case 2's fixed Gaussian; expected 'gaussian'")

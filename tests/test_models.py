@@ -10,8 +10,9 @@ from fvae.models.base import standard_normal_log_prob
 
 KINDS = ("fvae", "vae", "glow", "composite")
 # every kind; the f-VAE with a deeper top level and a net for the split prior; the f-VAE and Glow on
-# images padded from 8x8 (to 16x16, its levels of their own steps and widths down to a 1x1 top; to 12x12)
-VARIANTS = (*KINDS, "fvae-top-split", "fvae-pad", "glow-pad")
+# images padded from 8x8 (to 16x16, its levels of their own steps and widths down to a 1x1 top; to 12x12);
+# the f-VAE with an autoregressive top prior
+VARIANTS = (*KINDS, "fvae-top-split", "fvae-pad", "glow-pad", "fvae-ar")
 TINY = dict(image_shape=(1, 8, 8), pad_to=None, encoder_blocks=1, encoder_hidden=8, flow_levels=2,
             flow_steps=2, flow_width=16, inner_flow_steps=1, latent_dim=6)
 VARIANT_OVERRIDES = {
@@ -19,6 +20,7 @@ VARIANT_OVERRIDES = {
     "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_level_steps": (2, 1, 1),
                           "flow_level_widths": (16, 8, 8), "pad_value": 3}),
     "glow-pad": ("glow", {"pad_to": 12, "flow_levels": 2}),
+    "fvae-ar": ("fvae", {"prior_ar_width": 12}),
     "fvae-fit-after": ("fvae", {"prior_components": 3, "prior_fit": "after"}),
     "fvae-class-couplings": ("fvae", {"class_couplings": True}),
     "glow-class-couplings": ("glow", {"class_couplings": True}),
@@ -285,7 +287,7 @@ def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
 # --- learned priors: class-conditional and mixtures ------------------------------------------------
 
 CONDITIONAL_KINDS = ("fvae", "vae", "glow", "fvae-pad", "fvae-class-couplings", "glow-class-couplings",
-                     "fvae-class-decoder", "vae-class-decoder")
+                     "fvae-class-decoder", "vae-class-decoder", "fvae-ar")
 
 
 @pytest.mark.parametrize("kind", CONDITIONAL_KINDS)
@@ -345,11 +347,12 @@ def test_the_marginal_over_classes_is_the_mixture_of_the_conditionals(kind):
     assert (m >= (per_class + log_p).max(1).values - 1e-6).all()
 
 
-@pytest.mark.parametrize("num_classes, components", [(0, 3), (2, 1), (2, 3)])
-def test_learned_top_priors_are_normalised_and_sample_their_density(num_classes, components):
+@pytest.mark.parametrize("num_classes, components, ar_width", [(0, 3, None), (2, 1, None), (2, 3, None),
+                                                                (0, 1, 8), (2, 1, 8)])
+def test_learned_top_priors_are_normalised_and_sample_their_density(num_classes, components, ar_width):
     from fvae.models.priors import LatentPrior
 
-    prior = perturb(LatentPrior((2,), 2, num_classes, components).double(), 0.5)
+    prior = perturb(LatentPrior((2,), 2, num_classes, components, ar_width=ar_width).double(), 0.5)
     grid = torch.linspace(-12, 12, 801, dtype=torch.float64)
     z = torch.cartesian_prod(grid, grid)
     cell = (grid[1] - grid[0]) ** 2
@@ -365,6 +368,35 @@ def test_learned_top_priors_are_normalised_and_sample_their_density(num_classes,
         torch.testing.assert_close(draws.mean(0), expected_mean, atol=0.03, rtol=0)
 
 
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_the_autoregressive_prior_sees_only_earlier_entries_and_inverts_exactly(num_classes):
+    """d m_i / d z_j and d log s_i / d z_j vanish for j >= i (MADE's masks), so the Jacobian of
+    ``eps = (z - m(z)) / s(z)`` is lower-triangular with diagonal ``1 / s``; the entry-by-entry
+    inverse gives back ``z`` from ``eps``."""
+    from fvae.models.autoregressive import AutoregressiveGaussian
+
+    torch.manual_seed(0)
+    prior = perturb(AutoregressiveGaussian(5, 16, num_classes).double(), 0.5)
+    labels = torch.tensor([2]) if num_classes else None
+    z = torch.randn(1, 5, dtype=torch.float64)
+    for part in (0, 1):
+        jac = torch.autograd.functional.jacobian(lambda v: prior.conditionals(v, labels)[part], z)[0, :, 0]
+        assert torch.count_nonzero(torch.triu(jac)) == 0
+        assert torch.count_nonzero(torch.tril(jac, -1)) > 0
+    eps = torch.randn(64, 5, dtype=torch.float64)
+    labels = labels.expand(64) if num_classes else None
+    z = prior.invert(eps, labels)
+    mean, log_scale = prior.conditionals(z, labels)
+    torch.testing.assert_close((z - mean) * torch.exp(-log_scale), eps, rtol=1e-10, atol=1e-10)
+
+
+def test_an_autoregressive_top_prior_refuses_mixtures_and_later_fits():
+    with pytest.raises(fvae.config.ConfigError, match="prior_ar_width"):
+        tiny("fvae", prior_ar_width=8, prior_components=3)
+    with pytest.raises(fvae.config.ConfigError, match="prior_ar_width"):
+        tiny("fvae", prior_ar_width=8, prior_fit="refit")
+
+
 def test_the_class_conditional_vae_kl_is_its_closed_form():
     model = tiny("vae", num_classes=2).double()
     perturb(model.prior, 0.5)
@@ -377,12 +409,13 @@ def test_the_class_conditional_vae_kl_is_its_closed_form():
     assert abs(mc.mean() - post.kl[0]) < 4 * mc.std() / math.sqrt(len(u))
 
 
-@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings", "fvae-decoder"])
+@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings", "fvae-decoder",
+                                  "fvae-ar"])
 def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     """Four fixed images, each its own class: H(x | y) = 0 and H(x) = log 4. The conditional bound
     may fall towards 0 bits, never below; the marginal may not fall below log 4 nats an image."""
     extra = {"fvae-mixture": {"prior_components": 3}, "fvae-couplings": {"class_couplings": True},
-             "fvae-decoder": {"class_decoder": True}}.get(kind, {})
+             "fvae-decoder": {"class_decoder": True}, "fvae-ar": {"prior_ar_width": 16}}.get(kind, {})
     kind = kind.split("-")[0]
     torch.manual_seed(0)
     model = tiny(kind, num_classes=4, **extra,

@@ -143,7 +143,7 @@ class LatentFlowModel(nn.Module, HubMixin):
     def build_prior(self, top_dims: int) -> None:
         """The prior over ``latent_shape`` (set it first), learned on its last ``top_dims`` entries."""
         self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_classes, self.config.prior_components,
-                                 fit=self.config.prior_fit)
+                                 fit=self.config.prior_fit, ar_width=self.config.prior_ar_width)
 
     # --- what a model defines -------------------------------------------------------------
     def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:

@@ -8,7 +8,8 @@ Gaussians, one set of them per class ``y`` where the model is class-conditional:
     q(z_top | y) = sum_k pi_{y,k} N(z_top; mu_{y,k}, diag(sigma_{y,k}^2)),
 
 ``K = 1`` a learned Gaussian. Without classes and with ``K = 1`` it is ``N(0, I)`` and has no
-parameters. A class-conditional model's marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)``
+parameters. ``ar_width`` replaces the mixture by an autoregressive Gaussian over the top's
+entries (:mod:`fvae.models.autoregressive`), learned with the model. A class-conditional model's marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)``
 the training set's class frequencies (:meth:`LatentPrior.set_class_frequencies`).
 
 The top prior is learned with the rest of the model (``fit="joint"``), or fitted after training
@@ -29,6 +30,7 @@ from torch import nn
 
 from fvae.errors import InputError
 from fvae.flows.base import class_weights, soft_clamp
+from fvae.models.autoregressive import AutoregressiveGaussian
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -44,17 +46,22 @@ class LatentPrior(nn.Module):
     learned prior (module docstring). ``labels``: ``(B,)`` class indices, or ``(B, C)`` class
     weights (a soft label mixes the classes' parameters linearly), required (and only allowed)
     when ``num_classes > 0``. Component means start spread as ``N(0, I)`` draws (``K > 1``) or at
-    0, scales at 1, weights equal."""
+    0, scales at 1, weights equal. ``ar_width``: the top's prior autoregressive instead (one
+    component, learned jointly), its net of that width."""
 
     def __init__(self, latent_shape: tuple[int, ...], top_dims: int, num_classes: int = 0, components: int = 1,
-                 scale_bound: float = 5.0, fit: str = "joint"):
+                 scale_bound: float = 5.0, fit: str = "joint", ar_width: int | None = None):
         super().__init__()
+        self.autoregressive = AutoregressiveGaussian(top_dims, ar_width, num_classes, scale_bound) \
+            if ar_width else None
+        if self.autoregressive is not None and (components > 1 or fit != "joint"):
+            raise InputError("an autoregressive top prior has one component and is learned with the model")
         self.latent_shape, self.top_dims = tuple(latent_shape), top_dims
         self.num_classes, self.components, self.scale_bound = num_classes, components, scale_bound
         self.fit_after = fit == "after"
         self.refitted = fit in ("after", "refit")
-        self.learned = num_classes > 0 or components > 1 or self.refitted
-        if self.learned:
+        self.learned = num_classes > 0 or components > 1 or self.refitted or self.autoregressive is not None
+        if self.learned and self.autoregressive is None:
             sets = max(1, num_classes)
             spread = components > 1 and not self.fit_after
             means = torch.randn(1, components, top_dims).expand(sets, -1, -1).clone() if spread \
@@ -115,6 +122,8 @@ class LatentPrior(nn.Module):
             return standard_normal_log_prob(z)
         flat = z.flatten(1)
         rest, top = flat[:, :-self.top_dims], flat[:, -self.top_dims:]
+        if self.autoregressive is not None:
+            return standard_normal_log_prob(rest) + self.autoregressive.log_prob(top, labels)
         mean, log_scale, log_weight = self._top(labels, len(z))
         eps = (top[:, None] - mean) * torch.exp(-log_scale)
         per_component = -0.5 * (eps.pow(2) + LOG_2PI).sum(2) - log_scale.sum(2)
@@ -123,9 +132,11 @@ class LatentPrior(nn.Module):
     def sample(self, num: int, temperature: float = 1.0, labels: torch.Tensor | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
         """``z ~ q(z | y)`` with every standard deviation times ``temperature``: ``(num, *latent_shape)``."""
-        dtype = self.means.dtype if self.learned else torch.get_default_dtype()
+        dtype = next(self.parameters()).dtype if self.learned else torch.get_default_dtype()
         z = temperature * torch.randn(num, math.prod(self.latent_shape), device=device, dtype=dtype)
-        if self.learned:
+        if self.autoregressive is not None:
+            z[:, -self.top_dims:] = self.autoregressive.invert(z[:, -self.top_dims:], labels)
+        elif self.learned:
             mean, log_scale, log_weight = self._top(labels, num)
             k = torch.multinomial(log_weight.exp(), 1).squeeze(1)
             rows = torch.arange(num, device=device)
@@ -171,7 +182,7 @@ class LatentPrior(nn.Module):
 
             1/2 sum [ (sigma^2 + (mu - m)^2) / s^2 - 1 - 2 log sigma + 2 log s ].
         """
-        if self.components > 1:
+        if self.components > 1 or self.autoregressive is not None:
             return None
         if not self.learned:
             m, log_s = torch.zeros_like(mu), torch.zeros_like(mu)
