@@ -90,6 +90,18 @@ def test_memory_format_benchmark_runs(tmp_path):
     assert all(row[v] > 0 for v in ("fvae's choice", "nchw", "channels_last"))
 
 
+def test_profile_step_attributes_a_vae_step_to_its_convolutions(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--kind", "vae", "--batch", "8",
+                           "--steps", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "profile_step.json").read_text())
+    assert result["step_s"] > 0
+    shares = [r["share"] for r in result["operators"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.001
+    assert any("convolution" in r["operator"] for r in result["operators"])  # a conv net's step
+    assert all(r["calls"] > 0 for r in result["operators_by_shape"])
+
+
 @pytest.mark.slow  # every GPU measurement at toy sizes, compiled ones included
 def test_gpu_check_runs_in_its_cpu_dry_run_mode(tmp_path):
     done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run", "--no-compile", "--out",
