@@ -9,8 +9,9 @@ Gaussians, one set of them per class ``y`` where the model is class-conditional:
 
 ``K = 1`` a learned Gaussian. Without classes and with ``K = 1`` it is ``N(0, I)`` and has no
 parameters. ``ar_width`` replaces the mixture by an autoregressive Gaussian over the top's
-entries (:mod:`fvae.models.autoregressive`), learned with the model. A class-conditional model's marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)``
-the training set's class frequencies (:meth:`LatentPrior.set_class_frequencies`).
+entries (:mod:`fvae.models.autoregressive`), learned with the model. A class-conditional model's
+marginal is ``q(x) = sum_y q(x | y) p(y)``, with ``p(y)`` the training set's class frequencies
+(:meth:`LatentPrior.set_class_frequencies`).
 
 The top prior is learned with the rest of the model (``fit="joint"``), or fitted after training
 (``fit="after"``, a two-stage prior as in Dai & Wipf 2019): the model trains against ``N(0, I)``
