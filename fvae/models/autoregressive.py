@@ -14,15 +14,12 @@ bound that uses it stays a bound. Sampling inverts it entry by entry: ``d`` pass
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional
 
 from fvae.flows.base import class_weights, soft_clamp
-
-LOG_2PI = math.log(2 * math.pi)
+from fvae.models.normal import standard_normal_log_prob
 
 
 class MaskedLinear(nn.Linear):
@@ -74,7 +71,7 @@ class AutoregressiveGaussian(nn.Module):
         """``log q(z | y)``: ``(B, dims) -> (B,)``."""
         mean, log_scale = self.conditionals(z, labels)
         eps = (z - mean) * torch.exp(-log_scale)
-        return (-0.5 * (eps.pow(2) + LOG_2PI) - log_scale).sum(1)
+        return standard_normal_log_prob(eps) - log_scale.sum(1)
 
     def invert(self, eps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``z`` with ``z_i = m_i(z_<i, y) + s_i(z_<i, y) eps_i``, entry by entry: ``(B, dims) -> (B, dims)``

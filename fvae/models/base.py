@@ -31,7 +31,8 @@ from fvae.config import ModelConfig
 from fvae.errors import InputError
 from fvae.fp32 import to_fp32
 from fvae.models.hub import HubMixin
-from fvae.models.priors import LOG_2PI, LatentPrior, standard_normal_log_prob
+from fvae.models.normal import LOG_2PI, standard_normal_log_prob
+from fvae.models.priors import LatentPrior
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:

@@ -32,14 +32,7 @@ from torch import nn
 from fvae.errors import InputError
 from fvae.flows.base import class_weights, soft_clamp
 from fvae.models.autoregressive import AutoregressiveGaussian
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over all but the batch dimension: ``(B, ...) -> (B,)``."""
-    z = z.flatten(1)
-    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
+from fvae.models.normal import LOG_2PI, standard_normal_log_prob
 
 
 class LatentPrior(nn.Module):
