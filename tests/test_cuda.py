@@ -44,6 +44,7 @@ def test_the_trainer_runs_on_the_gpu_in_bf16(tmp_path):
 
     config = apply_overrides(run_config("fvae", "mnist"), [
         "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.max_steps=5"])
+        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.max_steps=5",
+        "train.precision=bf16"])
     model, summary = fvae.train(config=config, out=tmp_path, progress=False)
     assert summary["steps"] == 5 and next(model.parameters()).is_cuda

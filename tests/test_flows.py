@@ -133,6 +133,21 @@ def test_actnorm_initialises_to_zero_mean_unit_variance():
     torch.testing.assert_close(y2 - y, torch.exp(norm.log_scale).expand_as(y))
 
 
+
+def test_actnorm_reads_its_loaded_state_and_compiles_without_graph_breaks():
+    x = 3.0 + 2.5 * torch.randn(64, 5, 6, 6, dtype=torch.float64)
+    fresh = ActNorm(5).double().state_dict()
+    norm = ActNorm(5).double()
+    norm(x + 7.0)
+    norm.load_state_dict(fresh)  # an uninitialised state: the next batch initialises again
+    y, _ = norm(x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(5, dtype=torch.float64), atol=1e-10, rtol=0)
+    trained = ActNorm(5).double()
+    trained.load_state_dict(norm.state_dict())  # an initialised state is kept, not overwritten
+    torch.testing.assert_close(trained(x + 1.0)[0], norm(x + 1.0)[0])
+    explained = torch._dynamo.explain(norm)(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
 def test_coupling_blocks_start_as_identity():
     x = torch.randn(2, *SHAPE)
     for block in (AffineCoupling(4, 8), AdditiveCoupling(4, 8)):

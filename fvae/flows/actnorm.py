@@ -14,6 +14,8 @@ class ActNorm(FlowBlock):
     The first batch seen (``x``: ``(B, C, H, W)``) sets ``bias = -mean`` and
     ``log_scale = -log(std)`` per channel, so that the output starts with zero mean and
     unit variance. ``initialized`` is a buffer: it is saved and restored with the weights.
+    Once it has been read true, a Python flag stands in for it, so that a compiled model branches
+    on no tensor (no graph break per ActNorm); loading a state dict clears the flag.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -22,6 +24,7 @@ class ActNorm(FlowBlock):
         self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False))
         self.eps = eps
+        self._known_initialized = False
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
@@ -31,11 +34,18 @@ class ActNorm(FlowBlock):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
+        self._known_initialized = True
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # the loaded buffer decides, at the next forward
 
     @full_precision
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.initialized:
-            self.initialize(x)
+        if not self._known_initialized:
+            if not self.initialized:
+                self.initialize(x)
+            self._known_initialized = True
         y = (x + self.bias) * torch.exp(self.log_scale)
         logdet = x.shape[2] * x.shape[3] * self.log_scale.sum()
         return y, logdet.expand(x.shape[0])

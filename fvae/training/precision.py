@@ -1,8 +1,10 @@
 """Numerical precision of training: where bf16 autocast runs, and TF32 on GPUs.
 
 The models mark what must stay in fp32 (:func:`fvae.flows.base.full_precision`); this module
-only decides whether autocast is on: ``train.precision`` ``auto`` means bf16 on a GPU and fp32
-on a CPU, ``bf16`` forces it anywhere (CPUs too), ``32`` turns it off.
+only decides whether autocast is on: ``train.precision`` ``32`` (the default) turns it off,
+``bf16`` turns it on anywhere (CPUs too), ``auto`` means bf16 on a GPU and fp32 on a CPU. fp32 is
+the default on GPUs too: at the presets' sizes an H200 is launch-bound and bf16's casts made
+steps slower, not faster (docs/engine.md, "GPU check").
 """
 from __future__ import annotations
 
