@@ -141,8 +141,9 @@ def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 def embedded_run(out: Path, stem: str, dry_run: bool, train_time: str) -> dict:
     """``fvae train`` on the embedded digits for ``train_time`` (its default precision), then
-    ``fvae eval`` with the sample score and the importance-weighted bound (K = 100; skipped in a dry run); the run folder stays in a temporary directory and only its
-    summary, evaluation and sample grid are copied to ``out``."""
+    ``fvae eval`` with the sample score and the importance-weighted bound (K = 100; skipped in a
+    dry run). The run folder stays in a temporary directory; only its summary, evaluation and
+    sample grid come back, the grid copied to ``out``."""
     run_dir = Path(tempfile.mkdtemp(prefix="fvae-gpu-check-")) / "run"
     limits = ["--max-steps", "5", "train.eval_batches=1"] if dry_run else ["--max-time", train_time,
                                                                           "--max-steps", "1000000"]

@@ -133,7 +133,6 @@ def test_actnorm_initialises_to_zero_mean_unit_variance():
     torch.testing.assert_close(y2 - y, torch.exp(norm.log_scale).expand_as(y))
 
 
-
 def test_actnorm_reads_its_loaded_state_and_compiles_without_graph_breaks():
     x = 3.0 + 2.5 * torch.randn(64, 5, 6, 6, dtype=torch.float64)
     fresh = ActNorm(5).double().state_dict()
@@ -147,6 +146,7 @@ def test_actnorm_reads_its_loaded_state_and_compiles_without_graph_breaks():
     torch.testing.assert_close(trained(x + 1.0)[0], norm(x + 1.0)[0])
     explained = torch._dynamo.explain(norm)(x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+
 
 def test_coupling_blocks_start_as_identity():
     x = torch.randn(2, *SHAPE)
