@@ -87,4 +87,4 @@ class EpochBatches:
             options = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, prefetch_factor=4)
         loader = DataLoader(self.dataset, batch_sampler=self.batch_indices(step), collate_fn=_collate, **options)
         for offset, (images, labels, unreadable) in enumerate(loader):
-            yield step + offset, images, torch.as_tensor(labels), int(unreadable.sum())
+            yield step + offset, images, torch.as_tensor(labels), sum(unreadable.tolist())  # no tensor op per step

@@ -48,6 +48,16 @@ def all_mean(value: torch.Tensor, ctx: Context) -> torch.Tensor:
     return value
 
 
+def all_true(flag: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """A 0-d bool tensor, true on every rank where ``flag`` is true on all; stays on the device
+    (no read-back: a collective that the GPU runs in its stream)."""
+    if ctx.world_size == 1:
+        return flag
+    t = flag.to(torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t.bool()
+
+
 def any_rank(flag: bool, ctx: Context) -> bool:
     """True on every rank if ``flag`` is true on any."""
     if ctx.world_size == 1:

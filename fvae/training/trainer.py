@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -43,7 +42,8 @@ from fvae.training.checkpoint import (
     save_checkpoint,
     write_failure_cause,
 )
-from fvae.training.distributed import all_mean, any_rank, barrier, setup_distributed
+from fvae.training.distributed import all_mean, all_true, any_rank, barrier, setup_distributed
+from fvae.training.ema import ExponentialAverage
 from fvae.training.precision import autocast_for, set_tf32, use_bf16
 from fvae.training.prior_fit import fit_top_prior
 from fvae.training.run_log import RunLog
@@ -51,21 +51,28 @@ from fvae.training.runlock import RunLock
 from fvae.training.schedule import lr_factor
 
 
-def ema_with_warmup(decay: float):
-    """An ``AveragedModel`` update: ``w_ema <- d_n w_ema + (1 - d_n) w`` with
-    ``d_n = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that the average does not
-    drag the first, fast-changing weights along for ``1 / (1 - decay)`` steps."""
+class SkippedSteps:
+    """Steps whose loss or gradient was not finite, counted on the device (read only when a step is
+    logged or checkpointed): ``total``, the current ``run`` of them in a row, and the ``longest``
+    run since :meth:`longest_run` was last read."""
 
-    @torch.no_grad()
-    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-        for ema, p in zip(ema_params, params):
-            if torch.is_floating_point(ema):
-                ema.lerp_(p, 1 - d)
-            else:  # flags such as ActNorm's "initialized" follow the model
-                ema.copy_(p)
+    def __init__(self, device: torch.device, total: int = 0):
+        self.total = torch.tensor(total, device=device)
+        self.run = torch.zeros((), dtype=torch.long, device=device)
+        self.longest = torch.zeros((), dtype=torch.long, device=device)
 
-    return update
+    def record(self, ok: torch.Tensor) -> None:
+        """Count one step, ``ok`` a 0-d bool tensor: true where it updated the model."""
+        bad = (~ok).long()
+        self.total.add_(bad)
+        self.run.add_(1).mul_(bad)
+        torch.maximum(self.longest, self.run, out=self.longest)
+
+    def longest_run(self) -> int:
+        """The longest run of skipped steps since the last call (a host read-back)."""
+        longest = int(self.longest)
+        self.longest.copy_(self.run)
+        return longest
 
 
 class TrainingClock:
@@ -115,9 +122,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda n: lr_factor(n, tc.schedule, tc.warmup_steps, tc.max_steps))
-        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_with_warmup(tc.ema_decay), use_buffers=True)
-                    if tc.ema_decay else None)
-        self.step, self.bad_steps, self.bad_in_a_row, self.unreadable, self.elapsed = 0, 0, 0, 0, 0.0
+        self.ema = ExponentialAverage(self.model, tc.ema_decay) if tc.ema_decay else None
+        self.params = [p for p in self.model.parameters() if p.is_floating_point()]
+        self.noise = torch.Generator(self.ctx.device)  # the dequantization noise, drawn where the step runs
+        self.step, self.unreadable, self.elapsed = 0, 0, 0.0
+        self.skipped = SkippedSteps(self.ctx.device)
         self.bf16 = use_bf16(tc.precision, self.ctx.device)
         if self.ctx.device.type == "cuda":
             set_tf32(tc.tf32)
@@ -170,7 +179,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model(dequantize(images, g).to(self.ctx.device), self._labels(labels))
         if self.ema is not None:
-            self.ema.module.load_state_dict(self.model.state_dict())
+            self.ema.copy_from(self.model)
 
     def _restore(self, checkpoint: Path) -> None:
         check_compatible(checkpoint, self.config)
@@ -180,10 +189,11 @@ class Trainer:
         state = load_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.bad_steps, self.elapsed = state["step"], state["bad_steps"], state["elapsed"]
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.skipped = SkippedSteps(self.ctx.device, state["bad_steps"])
         self.unreadable = state.get("unreadable_images", 0)
         if self.ema is not None:
-            self.ema.n_averaged.fill_(state.get("ema_updates", 0))
+            self.ema.updates.fill_(state.get("ema_updates", 0))
         started_with = state.get("world_size", self.ctx.world_size)
         if started_with != self.ctx.world_size and self.ctx.is_main:
             batch = self.config.train.batch_size
@@ -243,10 +253,13 @@ class Trainer:
             self.close()
 
     def _stop_reason(self, clock: TrainingClock) -> str | None:
-        """Why training stops before the next step (``max_steps``, ``max_time``, a signal's name), or None."""
+        """Why training stops before the next step (``max_steps``, ``max_time``, a signal's name), or
+        None. Several ranks agree on it at log steps only, so that other steps need no collective."""
         tc = self.config.train
         if self.step >= tc.max_steps:
             return "max_steps"
+        if self.ctx.world_size > 1 and self.step % tc.log_every:
+            return None
         if any_rank(self.stop_signal is not None, self.ctx):
             return self.stop_signal or "a signal on another rank"
         if tc.max_time is not None and any_rank(clock.elapsed >= tc.max_time, self.ctx):
@@ -259,35 +272,48 @@ class Trainer:
 
     def _train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor, unreadable: int
                     ) -> tuple[dict, torch.Tensor]:
-        """One optimisation step on this rank's batch: a step whose loss or gradient is not finite
-        on any rank is skipped and counted; too many in a row raise :class:`TrainingDiverged`."""
-        tc = self.config.train
-        seed = step_seed(tc.seed, step, self.ctx.rank)
+        """One optimisation step on this rank's batch, its noise seeded by ``(seed, step, rank)``;
+        returns the loss terms and the gradient norm as device tensors (nothing is read back)."""
+        seed = step_seed(self.config.train.seed, step, self.ctx.rank)
         torch.manual_seed(seed)
-        x = dequantize(images, torch.Generator().manual_seed(seed)).to(self.ctx.device, non_blocking=True)
+        x = dequantize(images.to(self.ctx.device, non_blocking=True), self.noise.manual_seed(seed))
         self.model.train()
+        terms, grad_norm = self._update(x, self._labels(labels))
+        self.scheduler.step()
+        self.step, self.unreadable = step + 1, self.unreadable + unreadable
+        return terms, grad_norm
+
+    def _update(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor]:
+        """Forward, backward, clipping, Adam and the EMA, all on the device. A step whose loss or
+        gradient is not finite on any rank changes nothing (Adam's ``found_inf`` masks its update, as
+        ``GradScaler``'s does, and the EMA's weight is 0) and is counted in :class:`SkippedSteps`."""
         with autocast_for(self.ctx.device, self.bf16):
-            terms = self.forward(x, self._labels(labels))
+            terms = self.forward(x, labels)
         loss = terms["loss"].float().mean()
         self.optimizer.zero_grad(set_to_none=True)
         (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        ok = not any_rank(not (bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))), self.ctx)
-        if ok:
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-        self.step, self.unreadable = step + 1, self.unreadable + unreadable
-        self.bad_steps += 0 if ok else 1
-        self.bad_in_a_row = 0 if ok else self.bad_in_a_row + 1
-        if self.bad_in_a_row >= tc.max_bad_steps:
-            raise TrainingDiverged(f"{self.bad_in_a_row} non-finite steps in a row (the last at step {step}); training "
-                                   f"stopped; {last_good(self.run_dir)}; lower train.lr or raise train.grad_clip "
-                                   f"and resume from it")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.train.grad_clip, foreach=True)
+        ok = all_true(torch.isfinite(loss) & torch.isfinite(grad_norm), self.ctx)
+        self.optimizer.found_inf = (~ok).float()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.params, ok.float())
+        self.skipped.record(ok)
         return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm
+
+    def _check_divergence(self) -> None:
+        """Raise :class:`TrainingDiverged` where ``max_bad_steps`` steps in a row were skipped since
+        the last check (at log steps and before checkpoints: a read-back)."""
+        longest = self.skipped.longest_run()
+        if longest >= self.config.train.max_bad_steps:
+            raise TrainingDiverged(f"{longest} non-finite steps in a row by step {self.step} (train.max_bad_steps="
+                                   f"{self.config.train.max_bad_steps}); training stopped; {last_good(self.run_dir)}; "
+                                   f"lower train.lr or raise train.grad_clip and resume from it")
+
+    @property
+    def bad_steps(self) -> int:
+        """Steps skipped so far (a read-back)."""
+        return int(self.skipped.total)
 
     # --- bookkeeping ----------------------------------------------------------------------
     def _catch_signals(self) -> dict:
@@ -303,6 +329,7 @@ class Trainer:
 
     def _log_step(self, log: RunLog, bar, terms: dict, grad_norm: torch.Tensor, clock: TrainingClock) -> None:
         tc = self.config.train
+        self._check_divergence()
         terms = {k: all_mean(v, self.ctx).item() for k, v in terms.items()}
         bar.set_postfix(loss=f"{terms['loss']:.1f}", bad=self.bad_steps)
         rate = clock.images_per_second(tc.log_every * tc.batch_size * self.ctx.world_size)
@@ -357,11 +384,12 @@ class Trainer:
     def _checkpoint(self, log: RunLog) -> Path | None:
         """Evaluate, then save a checkpoint (rank 0); every rank waits for it."""
         path = None
+        self._check_divergence()
         if self.ctx.is_main:
             record = self._evaluate()
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "bad_steps": self.bad_steps, "elapsed": self.elapsed, "unreadable_images": self.unreadable,
-                     "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0,
+                     "ema_updates": int(self.ema.updates) if self.ema is not None else 0,
                      "world_size": self.ctx.world_size}
             path = save_checkpoint(self.run_dir, self.step, self.config, self.model, state,
                                    self.ema.module if self.ema is not None else None,
