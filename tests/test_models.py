@@ -152,7 +152,7 @@ def test_training_on_a_fixed_batch_lowers_the_loss(kind):
     torch.manual_seed(0)
     model = tiny(kind)
     x = images(32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)  # at 3e-3 the tiny Glow can end on a spike
     start = fvae.bits_per_dim(model.loss(x).mean().item(), 64)
     for _ in range(300):
         loss = model.loss(x).mean()

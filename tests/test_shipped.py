@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fvae
-from fvae.data import load_dataset
+from fvae.data import DataError, load_dataset
 from fvae.models.hub import SHIPPED
 from fvae.scoring.evaluate import draw_samples
 from fvae.scoring.score import scorer_for
@@ -25,7 +25,10 @@ def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
     card = json.loads((SHIPPED / name / "card.json").read_text())
     model = fvae.from_pretrained(name)
     assert model.kind == card["model"] and not model.training
-    test_set = load_dataset(fvae.RunConfig.load_yaml(SHIPPED / name / "config.yaml").data, "test", (1, 28, 28))
+    try:
+        test_set = load_dataset(fvae.RunConfig.load_yaml(SHIPPED / name / "config.yaml").data, "test", (1, 28, 28))
+    except DataError as error:  # Fashion-MNIST comes from Debian's dataset-fashion-mnist, which .ci/run installs
+        pytest.skip(f"the card's test set is not on this machine: {error}")
     scorer = scorer_for(card["data"], None, test_set, 1)
     torch.set_num_threads(2)
     # another seed than the card's: the card's number holds within the score's spread (docs/score.md)

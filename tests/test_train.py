@@ -17,6 +17,7 @@ from fvae.config import RunConfig, apply_overrides
 from fvae.models import model_from_config
 from fvae.presets import run_config
 from fvae.training.checkpoint import CheckpointError, list_checkpoints, load_model, load_state
+from fvae.training.ema import ExponentialAverage
 from fvae.training.trainer import TrainingDiverged
 
 TINY = ["model.pad_to=null", "model.flow_levels=2",
@@ -243,3 +244,48 @@ def test_a_refitted_prior_is_saved_as_fitted_to_the_ema_weights(tmp_path):
     fit_top_prior(model, train_set, seed=loaded.train.seed)  # the fit again, to the same weights
     for k, v in model.prior.state_dict().items():
         torch.testing.assert_close(v, saved[k], msg=k)
+
+
+def test_the_ema_follows_its_warm_up_formula_and_ignores_skipped_steps():
+    """``w_ema <- w_ema + ok (1 - d_n) (w - w_ema)``, ``d_n = min(decay, (1 + n) / (10 + n))``, against
+    the formula in float64; a skipped step (``ok = 0``) changes neither the average nor ``n``."""
+    model = torch.nn.Linear(3, 2).double()
+    ema = ExponentialAverage(model, decay=0.5)
+    expected = [p.detach().clone() for p in model.parameters()]
+    n = 0
+    for ok in (1, 1, 0, 1, 1, 1):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        params = list(model.parameters())
+        ema.update(params, torch.tensor(float(ok), dtype=torch.float64))
+        if ok:
+            d = min(0.5, (1 + n) / (10 + n))
+            expected = [e + (1 - d) * (p.detach() - e) for e, p in zip(expected, params)]
+            n += 1
+        assert int(ema.updates) == n
+        for e, a in zip(expected, ema.module.parameters()):
+            torch.testing.assert_close(a, e, rtol=0, atol=1e-12)
+
+
+def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(tmp_path, monkeypatch):
+    _poison(monkeypatch, {2})
+    trainer = fvae.training.trainer.Trainer(tiny_config("train.ema_decay=0.9"), tmp_path, progress=False)
+    try:
+        batches = trainer.batches.from_step(0)
+        for _ in range(2):
+            trainer._train_step(*next(batches))
+        before = ({k: v.clone() for k, v in trainer.model.state_dict().items()},
+                  {k: v.clone() for k, v in trainer.ema.module.state_dict().items()},
+                  [{k: v.clone() for k, v in s.items()} for s in trainer.optimizer.state.values()])
+        trainer._train_step(*next(batches))  # step 2: its images are NaN
+        after = (trainer.model.state_dict(), trainer.ema.module.state_dict(), list(trainer.optimizer.state.values()))
+        for old, new in zip(before[:2], after[:2]):
+            assert all(torch.equal(old[k], new[k]) for k in old)
+        for old, new in zip(before[2], after[2]):
+            assert all(torch.equal(old[k], new[k]) for k in old)
+        assert trainer.bad_steps == 1 and int(trainer.ema.updates) == 2 and trainer.step == 3
+        trainer._train_step(*next(batches))
+        assert trainer.bad_steps == 1 and int(trainer.ema.updates) == 3
+    finally:
+        trainer.close()

@@ -8,8 +8,10 @@ counted, rather than ending the run.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default_collate
 
 from fvae.data.datasets import DataError
 
@@ -26,20 +28,34 @@ def _collate(batch):
     return batch if isinstance(batch, tuple) else default_collate(batch)
 
 
+def batch_reader(dataset: Dataset) -> Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]] | None:
+    """``indices -> (images, labels)`` read in one go, for datasets that allow it (prepared folders'
+    ``read_batch``, tensors in memory, subsets of either); None for those read item by item."""
+    if hasattr(dataset, "read_batch"):
+        return dataset.read_batch
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        images, labels = dataset.tensors
+        return lambda indices: (images[indices], labels[indices])
+    if isinstance(dataset, Subset) and (inner := batch_reader(dataset.dataset)) is not None:
+        return lambda indices: inner([dataset.indices[i] for i in indices])
+    return None
+
+
 class SkipUnreadable(Dataset):
     """``dataset[i]`` as ``(image, label, unreadable)``: where item ``i`` cannot be read, the
     next readable item in its place and ``unreadable`` the number passed over."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
+        self.read_batch = batch_reader(dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitems__(self, indices: list[int]):
-        """A whole batch in one read where the dataset can (prepared folders), else item by item."""
-        if hasattr(self.dataset, "read_batch"):
-            images, labels = self.dataset.read_batch(indices)
+        """A whole batch in one read where the dataset can (:func:`batch_reader`), else item by item."""
+        if self.read_batch is not None:
+            images, labels = self.read_batch(indices)
             return images, labels, torch.zeros(len(indices), dtype=torch.long)
         return [self[i] for i in indices]
 

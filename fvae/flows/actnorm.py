@@ -15,7 +15,8 @@ class ActNorm(FlowBlock):
     ``log_scale = -log(std)`` per channel, so that the output starts with zero mean and
     unit variance. ``initialized`` is a buffer: it is saved and restored with the weights.
     Once it has been read true, a Python flag stands in for it, so that a compiled model branches
-    on no tensor (no graph break per ActNorm); loading a state dict clears the flag.
+    on no tensor (no graph break per ActNorm); loading a state dict sets the flag from the loaded
+    buffer.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -35,9 +36,14 @@ class ActNorm(FlowBlock):
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
 
+    @property
+    def ready(self) -> bool:
+        """Whether a forward pass has seen this block initialised (no tensor is read)."""
+        return self._known_initialized
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._known_initialized = False  # the loaded buffer decides, at the next forward
+        self._known_initialized = bool(self.initialized)  # read once here, never in a forward pass
 
     @full_precision
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:

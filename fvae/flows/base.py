@@ -25,8 +25,8 @@ def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
-    """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+    """Sum over every dimension but the first: ``(B, ...) -> (B,)`` (one op, no copy of a strided ``x``)."""
+    return x.sum(dim=tuple(range(1, x.dim()))) if x.dim() > 1 else x
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

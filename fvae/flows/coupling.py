@@ -21,6 +21,10 @@ class Coupling(FlowBlock):
         self.net = CouplingNet(self.split, out_per_channel * (channels - self.split), width, kernel_size,
                                num_classes)
 
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x1, x2)``: the first ``split`` channels and the rest."""
+        return x.split((self.split, x.shape[1] - self.split), dim=1)
+
     def _net(self, x1: torch.Tensor, context) -> torch.Tensor:
         if not self.num_classes:
             return to_fp32(self.net(x1))
@@ -49,13 +53,13 @@ class AffineCoupling(Coupling):
         return soft_clamp(raw, self.scale_bound), shift
 
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, x2 = x[:, : self.split], x[:, self.split :]
+        x1, x2 = self._halves(x)
         log_s, t = self._scale_shift(x1, context)
-        y2 = x2 * torch.exp(log_s) + t
+        y2 = torch.addcmul(t, x2, torch.exp(log_s))
         return torch.cat([x1, y2], dim=1), sum_except_batch(log_s)
 
     def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
-        y1, y2 = y[:, : self.split], y[:, self.split :]
+        y1, y2 = self._halves(y)
         log_s, t = self._scale_shift(y1, context)
         return torch.cat([y1, (y2 - t) * torch.exp(-log_s)], dim=1)
 
@@ -68,9 +72,9 @@ class AdditiveCoupling(Coupling):
         super().__init__(channels, 1, width, kernel_size, num_classes)
 
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, x2 = x[:, : self.split], x[:, self.split :]
+        x1, x2 = self._halves(x)
         return torch.cat([x1, x2 + self._net(x1, context)], dim=1), zero_logdet(x)
 
     def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
-        y1, y2 = y[:, : self.split], y[:, self.split :]
+        y1, y2 = self._halves(y)
         return torch.cat([y1, y2 - self._net(y1, context)], dim=1)

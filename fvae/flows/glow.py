@@ -4,10 +4,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fvae.errors import InputError
 from fvae.flows.base import FlowBlock, FlowSequence, zero_logdet
+from fvae.fp32 import full_precision
 from fvae.flows.registry import block_names, build_block
 from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
 
@@ -22,6 +24,49 @@ def glow_step(channels: int, width: int, coupling: str = "affine", mixing: str =
             raise InputError(f"unknown {role} {name!r}: expected one of {block_names(role)}")
     return FlowSequence(build_block("actnorm", channels), build_block(mixing, channels, width, seed),
                         build_block(coupling, channels, width, seed, kernel_size, num_classes))
+
+
+class GlowLevel(FlowSequence):
+    """The steps of one level of ``F`` (each a :func:`glow_step`: ActNorm, mixing, coupling), with
+    a forward pass that fuses what PyTorch allows.
+
+    ActNorm then the mixing ``W`` is one affine map per pixel, ``W ((x + b) * e^s) = W' x + W' b``
+    with ``W' = W diag(e^s)``, so each step's first two blocks become one 1x1 convolution with a
+    bias. The ``K`` steps' ``W'`` and biases are built together, in a few batched ops
+    (``stacked`` of the mixing class, :mod:`fvae.flows.conv1x1`), and their log-dets are one
+    number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``. The result is the blocks' own
+    (a test holds them equal), in a fraction of the ops. Until every ActNorm has seen its first
+    batch (its data-dependent initialisation), and for the inverse, the blocks run one by one.
+    """
+
+    def _fusable(self) -> bool:
+        return all(step.blocks[0].ready for step in self.blocks)
+
+    @full_precision
+    def _affine_mixing(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]:
+        """For inputs like ``x`` ``(B, C, H, W)``: each step's ``W'`` ``(C, C, 1, 1)`` and bias ``W' b``
+        ``(C,)``, and the level's ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
+        mixings = [step.blocks[1] for step in self.blocks]
+        weights, logdet = type(mixings[0]).stacked(mixings)
+        bias = torch.stack([step.blocks[0].bias for step in self.blocks]).flatten(1)
+        log_scale = torch.stack([step.blocks[0].log_scale for step in self.blocks]).flatten(1)
+        weights = weights.to(bias.dtype) * torch.exp(log_scale)[:, None, :]
+        shift = (weights @ bias[:, :, None]).flatten(1)
+        return weights[..., None, None].unbind(0), shift.unbind(0), x.shape[2] * x.shape[3] * (logdet + log_scale.sum())
+
+    @full_precision
+    def _mix(self, x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, shift)
+
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._fusable():
+            return super().forward(x, context)
+        weights, shifts, logdet = self._affine_mixing(x)
+        coupling_logdets = []
+        for step, weight, shift in zip(self.blocks, weights, shifts):
+            x, ld = step.blocks[2](self._mix(x, weight, shift), context)
+            coupling_logdets.append(ld)
+        return x, torch.stack(coupling_logdets).sum(0) + logdet
 
 
 def per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:
@@ -74,7 +119,7 @@ class MultiScaleGlow(FlowBlock):
                 c, h, w = 4 * c, h // 2, w // 2
             self.squeezes.append(do_squeeze)
             kernel = 1 if h == w == 1 else 3
-            self.flows.append(FlowSequence(*[glow_step(c, widths[level], coupling, mixing, seed=sum(steps[:level]) + k,
+            self.flows.append(GlowLevel(*[glow_step(c, widths[level], coupling, mixing, seed=sum(steps[:level]) + k,
                                                        kernel_size=kernel, num_classes=coupling_classes)
                                              for k in range(steps[level])]))
             if level < levels - 1:

@@ -25,8 +25,8 @@ class ExponentialAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.module = copy.deepcopy(model).requires_grad_(False)
         self.decay = decay
-        self.updates = torch.zeros((), device=next(model.parameters()).device)
         self._ema = [p for p in self.module.parameters() if p.is_floating_point()]
+        self.updates = torch.zeros((), dtype=self._ema[0].dtype, device=self._ema[0].device)
 
     def copy_from(self, model: nn.Module) -> None:
         """Start the average at ``model``'s weights and buffers."""
