@@ -47,7 +47,7 @@ from peers import FvaeAdapter, build, count_parameters  # noqa: E402
 from report import markdown_table, parser, write_report  # noqa: E402
 
 import fvae  # noqa: E402
-from fvae.cli import parse_duration  # noqa: E402
+from fvae.commands.values import duration  # noqa: E402
 from fvae.config import DataConfig, apply_overrides  # noqa: E402
 from fvae.data import dequantize, load_dataset  # noqa: E402
 from fvae.presets import run_config  # noqa: E402
@@ -312,7 +312,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", default="embedded", choices=("embedded", "fashion-mnist"))
     p.add_argument("--data-root", help="where Fashion-MNIST's idx files are (default: found as fvae train finds them)")
-    p.add_argument("--budget", type=parse_duration, default=480.0, help="training wall time per model")
+    p.add_argument("--budget", type=duration, default=480.0, help="training wall time per model")
     p.add_argument("--batch", type=int, default=64, help="the peers' batch size (fvae's models use their presets')")
     p.add_argument("--lr", type=float, default=1e-3, help="the peers' learning rate (fvae's models use their presets')")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import fvae
-from fvae.cli import parse_duration
+from fvae.commands.values import duration
 from fvae.config import DataConfig
 from fvae.data import load_dataset
 from fvae.presets import run_config
@@ -75,7 +75,7 @@ def plot(per_image: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--budget", type=parse_duration, default=1800.0, help="training time of a model trained here")
+    p.add_argument("--budget", type=duration, default=1800.0, help="training time of a model trained here")
     p.add_argument("--runs", type=Path, default=Path("runs/ood"), help="run folders DIR/MODEL, used or made")
     p.add_argument("--models", nargs="+", choices=("fvae", "glow", "vae"), default=["fvae", "glow", "vae"])
     p.add_argument("--iw-samples", type=int, default=10, help="K of the IW bound (the f-VAE and the VAE)")

@@ -8,20 +8,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 
+from fvae.commands.values import device, duration, integer, number, score_samples, train_field
 from fvae.config import MODEL_KINDS
 from fvae.data.load import NAMED
 from fvae.presets import PRESETS, train_config
 
 
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"5m"``, ``"1.5h"`` -> seconds."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([smh]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 300, 300s, 5m, 1.5h)")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (without the usage argparse prints first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_train_parser(sub) -> None:
@@ -42,12 +41,12 @@ def add_train_parser(sub) -> None:
                                        "(default: ~/.cache/fvae)")
     p.add_argument("--offline", action="store_true", help="never download datasets")
     mnist = train_config("fvae", "mnist")
-    p.add_argument("--max-steps", type=int, help=f"stop after this many steps (mnist: {mnist.max_steps})")
-    p.add_argument("--max-time", type=parse_duration, help="stop after this much training time (e.g. 600, 10m, 2h; default: none)")
-    p.add_argument("--seed", type=int, help="random seed: initialisation, data order, noise (default: 0)")
-    p.add_argument("--batch-size", type=int, help=f"images per process and step (mnist: {mnist.batch_size})")
-    p.add_argument("--lr", type=float, help=f"Adam learning rate (mnist f-VAE: {mnist.lr:g})")
-    p.add_argument("--ema", dest="ema_decay", type=float, help="keep an EMA of the weights with this decay, used for samples and evaluation "
+    p.add_argument("--max-steps", type=train_field("max_steps"), help=f"stop after this many steps (mnist: {mnist.max_steps})")
+    p.add_argument("--max-time", type=duration, help="stop after this much training time (e.g. 600, 10m, 2h; default: none)")
+    p.add_argument("--seed", type=train_field("seed"), help="random seed: initialisation, data order, noise (default: 0)")
+    p.add_argument("--batch-size", type=train_field("batch_size"), help=f"images per process and step (mnist: {mnist.batch_size})")
+    p.add_argument("--lr", type=train_field("lr"), help=f"Adam learning rate (mnist f-VAE: {mnist.lr:g})")
+    p.add_argument("--ema", dest="ema_decay", type=train_field("ema_decay"), help="keep an EMA of the weights with this decay, used for samples and evaluation "
                                                                    f"(mnist: {mnist.ema_decay:g})")
     p.add_argument("--out", help="run folder (default runs/MODEL-PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -70,8 +69,8 @@ def _run_parser(sub, name: str, help: str, run: str) -> argparse.ArgumentParser:
     p.add_argument("path", metavar="RUN", help="a run folder made by fvae train (its newest checkpoint), a "
                                                 "checkpoint folder, a folder of fvae export, or the name of a "
                                                 "model that ships with fvae (fvae-mnist, glow-fashion-mnist, ...)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=train_field("seed"), default=0, help="random seed")
+    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even where EMA weights were saved")
     p.add_argument("--out", help="the folder to write into, made where missing, or for eval, reconstruct and "
                                   "interpolate a .json or picture file (default: the run folder)")
@@ -80,18 +79,18 @@ def _run_parser(sub, name: str, help: str, run: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fvae", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="fvae", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
 
     p = _run_parser(sub, "eval", "bits/dim (ELBO, importance-weighted, exact), reconstruction error and the "
                                  "sample score on the test split; writes eval.json", "evaluate.cmd_eval")
-    p.add_argument("--num-samples", type=int, default=100, help="K of the importance-weighted bound (0: skip it)")
-    p.add_argument("--batch-size", type=int, default=64, help="test images per batch")
-    p.add_argument("--max-images", type=int, help="evaluate on the first N test images only")
-    p.add_argument("--score-samples", "--fid-samples", type=int, default=1000,
+    p.add_argument("--num-samples", type=integer(0, 100_000), default=100, help="K of the importance-weighted bound (0: skip it)")
+    p.add_argument("--batch-size", type=integer(1, 1 << 16), default=64, help="test images per batch")
+    p.add_argument("--max-images", type=integer(1, 1 << 30), help="evaluate on the first N test images only")
+    p.add_argument("--score-samples", "--fid-samples", type=score_samples, default=1000,
                    help="samples for the sample score: FID, precision, recall, recognizable, sharpness (0: none)")
-    p.add_argument("--temperature", type=float, help="prior standard deviation of the scored samples "
+    p.add_argument("--temperature", type=number(0, 10), help="prior standard deviation of the scored samples "
                                                      "(default: the run's train.score_temperature)")
     p.add_argument("--inception", action="store_true", help="also Inception FID (needs torchmetrics[image] "
                                                             "and its weights)")
@@ -104,23 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never download --data")
 
     p = _run_parser(sub, "sample", "write a PNG grid of samples per temperature", "pictures.cmd_sample")
-    p.add_argument("--num", type=int, default=64, help="samples per temperature")
-    p.add_argument("--temperatures", type=float, nargs="+", help="prior standard deviations (default: the run's "
+    p.add_argument("--num", type=integer(1, 1 << 16), default=64, help="samples per temperature")
+    p.add_argument("--temperatures", type=number(0, 10), nargs="+", help="prior standard deviations (default: the run's "
                                                                  "train.temperatures)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder (pays off for many samples)")
-    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
-    p.add_argument("--classes", type=int, nargs="+", help="a class-conditional model: the classes to draw, "
+    p.add_argument("--nrow", type=integer(1, 1024), default=8, help="images per grid row")
+    p.add_argument("--classes", type=integer(0, 1 << 16), nargs="+", help="a class-conditional model: the classes to draw, "
                                                           "rows of each (default: every class, a row each)")
 
     p = _run_parser(sub, "reconstruct", "test images beside their reconstructions decode(encode(x))", "pictures.cmd_reconstruct")
-    p.add_argument("--num", type=int, default=32, help="test images")
+    p.add_argument("--num", type=integer(1, 4096), default=32, help="test images")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
     p = _run_parser(sub, "interpolate", "interpolate in z between test images, rows of --steps", "pictures.cmd_interpolate")
     p.add_argument("--images", type=int, choices=(2, 4), default=2,
                    help="2: one pair a row; 4: a square between four corners")
-    p.add_argument("--rows", type=int, default=8, help="pairs, with --images 2")
-    p.add_argument("--steps", type=int, default=9, help="images a row")
+    p.add_argument("--rows", type=integer(1, 1024), default=8, help="pairs, with --images 2")
+    p.add_argument("--steps", type=integer(2, 1024), default=9, help="images a row")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
 
     _run_parser(sub, "export", "write a run's model as a Hugging Face folder (config.json, model.safetensors, "
@@ -156,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder to write (must not exist)")
     p.add_argument("--data-root", help="where torchvision datasets live (default: ~/.cache/fvae)")
     p.add_argument("--offline", action="store_true", help="never download datasets")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--workers", type=integer(1, 256), default=min(8, os.cpu_count() or 1), help="decoding processes")
     p.set_defaults(func="folders.cmd_prepare")
 
     p = sub.add_parser("compare", help="table and plots of bits/dim and FID against steps and time for runs",
@@ -173,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     1 for a run that failed."""
     from fvae.errors import FvaeError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a value refused as the command line was parsed (one line said)
+        return done.code
     module, function = args.func.rsplit(".", 1)
     try:
         return getattr(importlib.import_module(f"fvae.commands.{module}"), function)(args)

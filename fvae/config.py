@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,7 +59,7 @@ class Rule:
         """``value`` converted to the field's type; raises :class:`ConfigError` naming ``name``."""
         if value is None and self.optional:
             return None
-        wrong = ConfigError(f"{name}: {value!r} is not allowed; expected {self.describe()}")
+        wrong = ConfigError(f"{name}: {short(value)} is not allowed; expected {self.describe()}")
         if self.type is tuple:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise wrong
@@ -305,15 +306,15 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Any) -> "RunConfig":
         if not isinstance(d, dict):
-            raise ConfigError(f"a config must be a mapping of sections (model, train, data), got {d!r:.80}")
+            raise ConfigError(f"a config must be a mapping of sections (model, train, data), got {short(d)}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown config sections: {sorted(map(str, unknown))}; known: data, model, preset, train")
+            raise ConfigError(f"unknown config sections: {short(sorted(map(str, unknown)))}; known: data, model, preset, train")
         for section in ("model", "train", "data"):
             if not isinstance(d.get(section, {}), dict):
-                raise ConfigError(f"{section}: expected a mapping of fields, got {d[section]!r:.80}")
+                raise ConfigError(f"{section}: expected a mapping of fields, got {short(d[section])}")
         if not isinstance(d.get("preset", "mnist"), str):
-            raise ConfigError(f"preset: {d['preset']!r} is not allowed; expected a preset name")
+            raise ConfigError(f"preset: {short(d['preset'])} is not allowed; expected a preset name")
         train = dict(d.get("train", {}))
         if "fid_samples" in train:  # the name before the sample score (fvae 0.1)
             train["score_samples"] = train.pop("fid_samples")
@@ -332,10 +333,35 @@ class RunConfig:
         return cls.from_dict(read_yaml(path))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (``*name``): a config has no use for them, and a few hundred
+    bytes of nested aliases expand to more objects than memory holds (a "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"YAML aliases (*name) are not allowed in a config (line {mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as Python values, aliases refused (:class:`_NoAliasLoader`)."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 60, 60
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut to a line, however large or deeply nested ``value`` is."""
+    return _SHORT.repr(value)
+
+
 def read_yaml(path: str | Path) -> Any:
     """A YAML file's content; a missing, unreadable or malformed file is a :class:`ConfigError`."""
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
+        return load_yaml_text(Path(path).read_text()) or {}
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from error
     except yaml.YAMLError as error:
@@ -359,7 +385,7 @@ def _build(cls, values: dict[str, Any], section: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"unknown {section} config fields: {sorted(map(str, unknown))}; known: {sorted(names)}")
+        raise ConfigError(f"unknown {section} config fields: {short(sorted(map(str, unknown)))}; known: {sorted(names)}")
     return cls(**values)
 
 
@@ -384,14 +410,14 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or section not in ("model", "train", "data"):
-            raise ConfigError(f"override {item!r} must look like section.field=value, "
+            raise ConfigError(f"override {short(item)} must look like section.field=value, "
                               f"section one of model, train, data")
         if name not in d[section]:
             raise ConfigError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
         try:
-            d[section][name] = yaml.safe_load(raw)
+            d[section][name] = load_yaml_text(raw)
         except yaml.YAMLError:
-            raise ConfigError(f"{key}: {raw!r} is not a valid value (values are read as YAML)") from None
+            raise ConfigError(f"{key}: {short(raw)} is not a valid value (values are read as YAML)") from None
         if section == "model":
             model_overridden.add(name)
     d["model"] = drop_refinements(d["model"], model_overridden)

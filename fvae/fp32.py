@@ -33,6 +33,7 @@ def full_precision(method):
     def wrapper(self, *args, **kwargs):
         args = [to_fp32(a) if isinstance(a, torch.Tensor) else a for a in args]
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        device = "cpu" if device == "meta" else device  # shapes only (fvae.models.budget): autocast has no meta
         with torch.autocast(device, enabled=False):
             return method(self, *args, **kwargs)
 

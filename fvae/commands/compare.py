@@ -12,6 +12,7 @@ from fvae.config import RunConfig
 from fvae.errors import PathMissing
 from fvae.models import model_from_config
 from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS
+from fvae.training.run_log import read_records
 
 BOUNDS = ("elbo_bpd", "iw_bpd", "exact_bpd", "marginal_iw_bpd", "marginal_exact_bpd")
 
@@ -22,7 +23,7 @@ def load_run(run_dir: str | Path) -> dict:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
         raise PathMissing(f"{run_dir} is not a run folder: it has no metrics.jsonl")
-    curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    curve = read_records(metrics)
     config = RunConfig.load_yaml(run_dir / "config.yaml")
     evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
     parameters = sum(p.numel() for p in model_from_config(config.model).parameters())

@@ -15,13 +15,14 @@ import torch
 import torchvision
 
 import fvae
-from fvae.commands.runs import checkpoint_step, evaluation_split, load_run_model, output_path
+from fvae.commands.runs import checkpoint_step, evaluation_split, load_run_model, output_path, writable_folder
 from fvae.config import DataConfig
 from fvae.data import dataset_key, load_dataset, load_images, load_labels
 from fvae.errors import InputError
 from fvae.scoring.evaluate import evaluate, per_image_bits_per_dim
 from fvae.scoring.metrics import auroc
 from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS, scorer_for
+from fvae.training.run_log import append_record
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -29,6 +30,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_eval_other_data(args)
     started = time.time()
     model, config, checkpoint, run_dir = load_run_model(args)
+    out = output_path(args.out, run_dir, "eval.json", (".json",))
+    log_dir = evaluations_log(checkpoint, run_dir, out)
     test_set = evaluation_split(config, args)
     scorer = None
     if args.score_samples:
@@ -44,7 +47,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        max_images=args.max_images, scorer=scorer, score_samples=args.score_samples,
                        temperature=temperature, seed=args.seed)
     record = eval_record(checkpoint, config, args, metrics, config.data.name, started)
-    write_record(record, output_path(args.out, run_dir, "eval.json", (".json",)), run_dir)
+    write_record(record, out, log_dir)
     print_metrics(metrics, f"{checkpoint} ({config.model.kind}, {metrics['num_images']} test images, "
                            f"K={args.num_samples})")
     return 0
@@ -64,11 +67,16 @@ def eval_record(checkpoint: Path, config, args: argparse.Namespace, metrics: dic
     }
 
 
-def write_record(record: dict, out: Path, run_dir: Path) -> None:
-    """``out`` (eval.json, or the path asked for) and a line of the run's ``evals.jsonl``."""
+def evaluations_log(checkpoint: Path, run_dir: Path, out: Path) -> Path:
+    """The folder of ``evals.jsonl``: the run folder of a trained run, else that of ``out``; checked
+    to be writable before any work."""
+    return writable_folder(run_dir if checkpoint_step(checkpoint) is not None else out.parent, "the run folder")
+
+
+def write_record(record: dict, out: Path, log_dir: Path) -> None:
+    """``out`` (eval.json, or the path asked for) and a line of ``log_dir/evals.jsonl``."""
     out.write_text(json.dumps(record, indent=2))
-    with open(run_dir / "evals.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(log_dir / "evals.jsonl", record)
     print(f"wrote {out}")
 
 
@@ -94,6 +102,8 @@ def cmd_eval_other_data(args: argparse.Namespace) -> int:
     model, config, checkpoint, run_dir = load_run_model(args)
     if args.data == config.data.name:
         raise InputError(f"--data {args.data} is the run's own dataset; name another one of the same image shape")
+    out = output_path(args.out, run_dir, f"eval-{file_stem(args.data)}.json", (".json",))
+    log_dir = evaluations_log(checkpoint, run_dir, out)
     other = DataConfig(args.data, args.data_root, download=not args.offline)
     splits = {config.data.name: load_dataset(config.data, "test", config.model.image_shape),
               args.data: load_dataset(other, "test", config.model.image_shape)}
@@ -104,8 +114,7 @@ def cmd_eval_other_data(args: argparse.Namespace) -> int:
         metrics[name] = {"bound": bound, "bpd": per_image[name].mean().item(),
                          "bpd_median": per_image[name].median().item(), "num_images": len(per_image[name])}
     own, name = config.data.name, args.data
-    out_dir = Path(args.out) if args.out else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out.parent  # the per-image bits/dim and the histogram go beside the record
     for dataset, values in per_image.items():
         np.save(out_dir / f"bpd-{file_stem(dataset)}.npy", values.numpy())
     histogram(per_image, out_dir / f"bpd-{file_stem(own)}-vs-{file_stem(name)}.png",
@@ -113,7 +122,7 @@ def cmd_eval_other_data(args: argparse.Namespace) -> int:
     result = {"in_distribution": own, "out_of_distribution": name, "in_bpd": metrics[own]["bpd"],
               "out_bpd": metrics[name]["bpd"], "auroc": auroc(per_image[own], per_image[name]), "splits": metrics}
     record = eval_record(checkpoint, config, args, result, name, started)
-    write_record(record, out_dir / f"eval-{file_stem(name)}.json", run_dir)
+    write_record(record, out, log_dir)
     print(f"{checkpoint} ({config.model.kind}): {metrics[own]['bound']} bits/dim {result['in_bpd']:.4g} on {own} "
           f"(its own test split), {result['out_bpd']:.4g} on {name}; AUROC of bits/dim as an "
           f"out-of-distribution score {result['auroc']:.3f}")
@@ -154,6 +163,7 @@ def print_score(score: dict, title: str) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     data = DataConfig(args.data, args.data_root, download=not args.offline)
+    json_path = output_path(args.json, Path.cwd(), "score.json", (".json",)) if args.json else None
     first = load_images(args.path)
     channels = first.shape[1]
     shape = tuple(first.shape[1:])
@@ -164,8 +174,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     score = scorer.score(first, labels)
     score = {"path": str(args.path), "dataset": args.data, **score}
     print_score(score, f"{args.path}: scored against the {args.data} test split ({len(test_set)} images)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(score, indent=2))
-        print(f"wrote {args.json}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(score, indent=2))
+        print(f"wrote {json_path}")
     return 0

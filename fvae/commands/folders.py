@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from fvae.commands.runs import checkpoint_step, load_run_model
+from fvae.commands.runs import checkpoint_step, load_run_model, writable_folder
 from fvae.config import DataConfig
 from fvae.data import load_dataset
 from fvae.data.prepared import prepare
@@ -24,7 +24,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if (run_dir / "eval.json").exists():
         evaluation = json.loads((run_dir / "eval.json").read_text())["metrics"]
         metrics |= {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}
-    out = Path(args.out) if args.out else run_dir / "pretrained"
+    out = writable_folder(Path(args.out) if args.out else run_dir / "pretrained")
     model.cpu().save_pretrained(out, metrics=metrics, preset=config.preset)
     config.save_yaml(out / "config.yaml")  # the run's config: temperatures, dataset, for fvae sample, eval ...
     print(f"wrote {out} ({config.model.kind}, {'EMA' if not args.no_ema else 'raw'} weights of {checkpoint}); "

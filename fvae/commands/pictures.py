@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from fvae.commands.runs import evaluation_images, load_run_model, output_path
+from fvae.commands.runs import checkpoint_step, evaluation_images, load_run_model, output_path, writable_folder
 from fvae.errors import InputError
 from fvae.flows.base import class_weights
 from fvae.models import LatentFlowModel
+from fvae.scoring.evaluate import draw_samples
 
 # what --out may end in to name the picture itself (else it names a folder): the formats PIL writes
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -91,16 +92,14 @@ def sample_labels(model: LatentFlowModel, classes: list[int] | None, num: int, n
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    model, config, _, run_dir = load_run_model(args)
-    out = Path(args.out) if args.out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
+    """Grids of samples into ``--out``; by default a run's ``samples/`` folder (never over the grids
+    training wrote), or ``./NAME`` for a shipped or exported model. Drawn in batches."""
+    model, config, checkpoint, run_dir = load_run_model(args)
+    default = run_dir / "samples" if checkpoint_step(checkpoint) is not None else run_dir
+    out = writable_folder(Path(args.out) if args.out else default)
     labels = sample_labels(model, args.classes, args.num, args.nrow)
-    device = next(model.parameters()).device
     for t in args.temperatures or config.train.temperatures:
-        if labels is None:
-            images = model.sample(args.num, temperature=t)
-        else:
-            images = model.sample(len(labels), temperature=t, labels=labels.to(device))
+        images = draw_samples(model, args.num if labels is None else len(labels), t, seed=args.seed, labels=labels)
         path = out / f"samples_T{t:g}.png"
         save_image(images, path, nrow=args.nrow)
         print(f"wrote {path}")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
 from fvae.config import RunConfig, apply_overrides
 from fvae.data import dequantize, load_dataset
+from fvae.data.batches import readable_batches
+from fvae.errors import InputError
 from fvae.models.hub import from_pretrained, pretrained_folder
 from fvae.training.checkpoint import load_model
 
@@ -22,10 +25,8 @@ def load_run_model(args: argparse.Namespace):
         model = from_pretrained(folder, map_location=device)
         config = RunConfig.load_yaml(folder / "config.yaml") if (folder / "config.yaml").exists() \
             else RunConfig(model=model.config)
-        out = Path.cwd() / folder.name
-        out.mkdir(exist_ok=True)
         torch.manual_seed(args.seed)
-        return model, config, folder, out
+        return model, config, folder, Path.cwd() / folder.name
     model, config, checkpoint = load_model(args.path, use_ema=not args.no_ema, device=device)
     if getattr(args, "compile", False):  # the hot paths of sampling and of the bounds
         model.generate = torch.compile(model.generate)
@@ -34,15 +35,30 @@ def load_run_model(args: argparse.Namespace):
     return model, config, checkpoint, checkpoint.parent.parent
 
 
+def writable_folder(folder: Path, flag: str = "--out") -> Path:
+    """``folder``, made where missing, checked to be a folder this process can write into: an
+    :class:`InputError` (exit 2) otherwise, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{flag} {folder}: a file is in the way of this folder") from None
+    except OSError as error:
+        raise InputError(f"{flag} {folder}: cannot make this folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {folder}: this folder is not writable")
+    return folder
+
+
 def output_path(out: str | None, run_dir: Path, name: str, suffixes: tuple[str, ...]) -> Path:
     """Where a command writes its file ``name``: into the run folder, into the folder ``--out``, or, where
-    ``--out`` ends in one of ``suffixes``, to that file; the folder is made where it is missing."""
-    if out is None:
-        return run_dir / name
-    path = Path(out)
-    if path.suffix.lower() not in suffixes:
+    ``--out`` ends in one of ``suffixes``, to that file. Checked before any work (:func:`writable_folder`;
+    a folder in the file's place is refused too)."""
+    path = run_dir / name if out is None else Path(out)
+    if out is not None and path.suffix.lower() not in suffixes:
         path = path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
+    if path.is_dir():
+        raise InputError(f"--out {path}: a folder is in the way of this file")
     return path
 
 
@@ -66,7 +82,7 @@ def evaluation_images(config: RunConfig, args: argparse.Namespace, count: int, d
     test_set = evaluation_split(config, args)
     g = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(test_set), generator=g).tolist()
-    items = [test_set[order[i % len(order)]] for i in range(count)]
-    images = dequantize(torch.stack([image for image, _ in items]), g).to(device)
-    labels = torch.tensor([int(label) for _, label in items], device=device) if num_classes else None
+    batches = list(readable_batches(test_set, [order[i % len(order)] for i in range(count)], count))
+    images = dequantize(batches[0][0], g).to(device)
+    labels = batches[0][1].to(device) if num_classes else None
     return images, labels

@@ -11,6 +11,10 @@ from fvae.config import RunConfig, apply_overrides
 from fvae.presets import run_config
 
 
+# the shell's codes for a process ended by a signal (128 + its number), once the run has checkpointed
+SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
 def _merge(base: RunConfig, yaml_path: str | None) -> RunConfig:
     """``base`` with the sections of a YAML config file laid over it, field by field."""
     if not yaml_path:
@@ -56,9 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, out = resolve_train_config(args)
     _, summary = train(config=config, out=out, resume=args.resume, progress=not args.no_progress)
-    if summary:
-        print(json.dumps(summary, indent=2))
-        if summary["stopped_by"] not in ("max_steps", "max_time"):
-            print(f"stopped by {summary['stopped_by']}; resume with: fvae train --resume --out {out}",
-                  file=sys.stderr)
-    return 0
+    if not summary:
+        return 0
+    print(json.dumps(summary, indent=2))
+    if summary["stopped_by"] in ("max_steps", "max_time"):
+        return 0
+    print(f"stopped by {summary['stopped_by']}; resume with: fvae train --resume --out {out}", file=sys.stderr)
+    return SIGNAL_EXIT_CODES.get(summary["stopped_by"], 1)

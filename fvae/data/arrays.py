@@ -5,9 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
-from fvae.data.datasets import IMAGE_SUFFIXES, DataError, to_chw
+from fvae.data.datasets import IMAGE_SUFFIXES, DataError, read_image, to_chw
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt")
 
@@ -39,14 +37,7 @@ def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {path}")
-        mode = "L" if channels == 1 else "RGB" if channels == 3 else None
-        arrays = []
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    arrays.append(to_chw(image.convert(mode) if mode else image.copy()))
-            except (UnidentifiedImageError, OSError) as error:
-                raise DataError(f"cannot read image {file}: {error}") from error
+        arrays = [to_chw(read_image(file, channels)) for file in files]
         sizes = {tuple(a.shape) for a in arrays}
         if len(sizes) > 1:
             raise DataError(f"the images under {path} differ in size: {sorted(sizes)[:4]}")

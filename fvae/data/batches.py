@@ -8,6 +8,7 @@ counted, rather than ending the run.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import torch
@@ -39,6 +40,41 @@ def batch_reader(dataset: Dataset) -> Callable[[list[int]], tuple[torch.Tensor, 
     if isinstance(dataset, Subset) and (inner := batch_reader(dataset.dataset)) is not None:
         return lambda indices: inner([dataset.indices[i] for i in indices])
     return None
+
+
+def read_items(dataset: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The items ``indices`` of ``dataset`` that can be read, as stacked ``(images, labels)``, and what
+    was wrong with each one that could not (a :class:`DataError`'s message), which is left out."""
+    reader = batch_reader(dataset)
+    if reader is not None:
+        images, labels = reader(indices)
+        return images, torch.as_tensor(labels), []
+    items, problems = [], []
+    for index in indices:
+        try:
+            items.append(dataset[index])
+        except DataError as error:
+            problems.append(str(error))
+    if not items:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), problems
+    return torch.stack([image for image, _ in items]), torch.tensor([int(label) for _, label in items]), problems
+
+
+def readable_batches(dataset: Dataset, indices: list[int], batch_size: int, what: str = "test"):
+    """``(images, labels)`` of ``indices`` in batches of up to ``batch_size``, the images that cannot be
+    read left out: counted and the first named on one line of stderr at the end, an error if none
+    can be read."""
+    problems, read = [], 0
+    for start in range(0, len(indices), batch_size):
+        images, labels, bad = read_items(dataset, indices[start:start + batch_size])
+        problems += bad
+        read += len(images)
+        if len(images):
+            yield images, labels
+    if problems:
+        if not read:
+            raise DataError(f"none of the {len(indices)} {what} images could be read; the first: {problems[0]}")
+        print(f"note: skipped {len(problems)} unreadable {what} image(s); the first: {problems[0]}", file=sys.stderr)
 
 
 class SkipUnreadable(Dataset):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
 from fvae.errors import DataError
@@ -89,12 +89,34 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if self.image_shape[0] == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise DataError(f"cannot read image {path}: {error}") from error
+        image = read_image(path, self.image_shape[0])
         return to_chw(center_crop_resize(image, path, self.image_shape[1:])), self.labels[index]
+
+
+def read_image(path: Path, channels: int | None) -> Image.Image:
+    """The image file ``path`` in 8 bits, with ``channels`` channels (1: grey, 3: RGB; None: as stored,
+    bar bit depth): 16-bit images scaled (``k // 257``), not clipped; palette and CMYK images converted;
+    transparent pixels laid on black. A file PIL cannot decode (damaged, not an image, larger than
+    PIL's decompression-bomb limit, a float image) is a :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "F":
+                raise DataError(f"cannot read image {path}: 32-bit float pixels; save it as 8 or 16 bits")
+            if image.mode.startswith("I"):  # 16-bit (I;16*) or 32-bit integer (I, as PIL reads 16-bit PNGs)
+                array = np.asarray(image).astype(np.int64)
+                deep = image.mode.startswith("I;16") or array.max() > 255
+                image = Image.fromarray((array // 257 if deep else array).clip(0, 255).astype(np.uint8))
+            if image.mode == "P" or image.mode.endswith(("A", "a")) or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+            mode = {1: "L", 3: "RGB"}.get(channels) or ("L" if image.mode in ("L", "1") else "RGB")
+            return image.convert(mode)
+    except DataError:
+        raise
+    except Exception as error:  # PIL raises OSError, ValueError, DecompressionBombError, SyntaxError ...
+        raise DataError(f"cannot read image {path}: {type(error).__name__}: {' '.join(str(error).split())[:200]}") \
+            from error
 
 
 def to_chw(image: Image.Image) -> torch.Tensor:

@@ -22,6 +22,7 @@ from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 
 from fvae.config import ConfigError, ModelConfig, as_plain_dict
 from fvae.errors import PretrainedError
+from fvae.models.budget import check_budget
 from fvae.models.weights import WeightsError, load_weights
 from fvae.version import __version__ as VERSION
 
@@ -108,6 +109,7 @@ class HubMixin(PyTorchModelHubMixin, library_name="fvae", tags=["fvae", "f-vae",
         if not issubclass(model_class, cls):
             raise PretrainedError(f"{model_id} holds a {model_config.kind!r} model ({model_class.__name__}), "
                                   f"not a {cls.__name__}; load it with fvae.from_pretrained")
+        check_budget(model_config)  # a config.json may ask for a model no machine holds
         model = model_class(model_config)
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_FILE

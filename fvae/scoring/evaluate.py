@@ -6,10 +6,11 @@ import math
 from typing import Iterable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from fvae.data import dequantize
+from fvae.data.batches import readable_batches
 from fvae.models import LatentFlowModel
 from fvae.scoring.metrics import bits_per_dim, bits_per_dim_summary, psnr
 from fvae.scoring.score import SampleScorer
@@ -99,7 +100,7 @@ def dequantized_batches(dataset: Dataset, batch_size: int, max_images: int | Non
     """
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=g)[:max_images].tolist()
-    for images, labels in DataLoader(Subset(dataset, order), batch_size=batch_size):
+    for images, labels in readable_batches(dataset, order, batch_size):
         yield dequantize(images, g).to(device), labels
 
 

@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from fvae.data.batches import readable_batches
 from fvae.errors import InputError, ScoreUnavailable
 from fvae.scoring.judge import Judge, train_judge
 
@@ -110,12 +111,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FVAE_CACHE", Path.home() / ".cache" / "fvae")).expanduser()
 
 
+def _readable(dataset: Dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of ``dataset`` that can be read, and its label (:func:`~fvae.data.batches.readable_batches`)."""
+    batches = list(readable_batches(dataset, list(range(len(dataset))), 1024, what))
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
 def _labelled(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if hasattr(dataset, "tensors"):
         images, labels = dataset.tensors
     else:
-        pairs = [dataset[i] for i in range(len(dataset))]
-        images, labels = torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
+        images, labels = _readable(dataset, "training")
     if (labels < 0).any():
         raise InputError("the dataset has no labels: the sample score needs a labelled training split "
                          "to train its judge")
@@ -250,6 +256,6 @@ def scorer_for(dataset_key: str, train_set: Dataset | None, test_set: Dataset, c
                inception: bool = False) -> SampleScorer:
     """A :class:`SampleScorer` against every image of ``test_set`` (``uint8`` images, scaled by 1/255)."""
     judge = load_judge(dataset_key, train_set, channels)
-    reference = torch.stack([test_set[i][0] for i in range(len(test_set))]).float() / 255
+    reference = _readable(test_set, "test")[0].float() / 255
     name = f"judge-{dataset_key if dataset_key in SHIPPED_JUDGES else Path(dataset_key).name}-v{JUDGE_VERSION}"
     return SampleScorer(judge, reference, name, inception)

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from fvae.config import ConfigError, RunConfig
 from fvae.errors import CheckpointError, CheckpointWriteError
 from fvae.models import LatentFlowModel, model_from_config
+from fvae.models.budget import check_budget
 from fvae.models.weights import load_weights
 
 CHECKPOINTS = "checkpoints"
@@ -77,8 +78,8 @@ def _write_files(folder: Path, config: RunConfig, model: torch.nn.Module, state:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, config: RunConfig, model: torch.nn.Module,
-                    state: dict[str, Any], ema: torch.nn.Module | None = None, keep: int = 3) -> Path:
-    """Write the checkpoint of ``step`` under ``run_dir`` and keep the ``keep`` newest."""
+                    state: dict[str, Any], ema: torch.nn.Module | None = None, keep: int | None = 3) -> Path:
+    """Write the checkpoint of ``step`` under ``run_dir`` and keep the ``keep`` newest (all: None)."""
     root = Path(run_dir) / CHECKPOINTS
     final = root / f"step-{step:08d}"
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
@@ -96,11 +97,22 @@ def save_checkpoint(run_dir: str | Path, step: int, config: RunConfig, model: to
         raise CheckpointWriteError(f"could not write the checkpoint of step {step} under {root}: "
                                    f"{write_failure_cause(error, root, checkpoint_bytes(model, state, ema))}; "
                                    f"{last_good(run_dir)}") from error
-    for old in list_checkpoints(run_dir)[:-keep]:  # renamed first, so that none is ever seen half deleted
-        doomed = old.with_name(f".{old.name}.old-{os.getpid()}")
-        os.replace(old, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+    if keep is not None:
+        prune_checkpoints(run_dir, keep)
     return final
+
+
+def remove_checkpoint(checkpoint: Path) -> None:
+    """Delete a checkpoint folder, renamed first, so that it is never seen half deleted."""
+    doomed = checkpoint.with_name(f".{checkpoint.name}.old-{os.getpid()}")
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Keep the ``keep`` newest checkpoints of a run."""
+    for old in list_checkpoints(run_dir)[:-keep]:
+        remove_checkpoint(old)
 
 
 def checkpoint_bytes(model: torch.nn.Module, state: dict[str, Any], ema: torch.nn.Module | None) -> int:
@@ -245,6 +257,7 @@ def load_model(path: str | Path, use_ema: bool = True, device: str | torch.devic
     """The model of a run or checkpoint folder (its EMA weights when saved and ``use_ema``), in eval mode."""
     checkpoint = resolve_checkpoint(path)
     config = load_config(checkpoint)
+    check_budget(config.model, device=device)  # a config.yaml may ask for a model no machine holds
     model = model_from_config(config.model)
     ema_file = checkpoint / "ema.safetensors"
     load_weights(model, ema_file if use_ema and ema_file.exists() else checkpoint / "model.safetensors")

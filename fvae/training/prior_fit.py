@@ -4,9 +4,10 @@ they are (Dai & Wipf, 2019)."""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from fvae.data import dequantize
+from fvae.data.batches import readable_batches
 from fvae.models import LatentFlowModel
 
 
@@ -23,7 +24,7 @@ def fit_top_prior(model: LatentFlowModel, dataset: Dataset, max_images: int = 10
         torch.manual_seed(seed)
         order = torch.randperm(len(dataset), generator=g)[:max_images].tolist()
         tops, classes = [], []
-        for images, labels in DataLoader(Subset(dataset, order), batch_size=batch_size):
+        for images, labels in readable_batches(dataset, order, batch_size, "training"):
             x = dequantize(images, g).to(device)
             y = labels.to(device) if model.num_classes else None
             tops.append(model.top_latents(x, y).double().cpu())

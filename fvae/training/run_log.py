@@ -7,6 +7,7 @@ Only the main process writes; the others hold a :class:`RunLog` that does nothin
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +16,32 @@ from torchvision.utils import make_grid, save_image
 from fvae.scoring.metrics import bits_per_dim
 from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS
 from fvae.training.trackers import make_tracker
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line at the end of ``path``, on a line of its own even after a torn last line."""
+    torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + json.dumps(record) + "\n")
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON lines of ``path`` (none where it is missing); a line that is not whole JSON (the last
+    one, cut short when a process was killed mid-write) is left out and counted on stderr."""
+    if not path.exists():
+        return []
+    records, broken = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            broken += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    if broken:
+        print(f"note: {path}: left out {broken} line(s) that are not whole JSON records", file=sys.stderr)
+    return records
 
 
 class RunLog:
@@ -53,15 +80,11 @@ class RunLog:
         for key in SCORE_KEYS + CLASS_SCORE_KEYS:
             if key in record:
                 self.tracker.scalar(f"test/{key}", record[key], record["step"])
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.run_dir / "metrics.jsonl", record)
 
     def last_evaluation(self) -> dict | None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return None
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        return json.loads(lines[-1]) if lines else None
+        records = read_records(self.run_dir / "metrics.jsonl")
+        return records[-1] if records else None
 
     def summary(self, summary: dict) -> None:
         if self.active:

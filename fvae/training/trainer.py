@@ -13,6 +13,7 @@ second writer (:mod:`fvae.training.runlock`).
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -25,10 +26,11 @@ from tqdm import tqdm
 
 from fvae.config import RunConfig
 from fvae.data import dataset_key, dequantize, load_dataset
-from fvae.data.batches import EpochBatches, step_seed
+from fvae.data.batches import EpochBatches, read_items, step_seed
 from fvae.data.labels import class_counts
 from fvae.errors import PathExists, PathMissing, TrainingDiverged
 from fvae.models import LatentFlowModel, model_from_config
+from fvae.models.budget import TRAINING_COPIES, check_budget
 from fvae.models.weights import load_weights
 from fvae.scoring.evaluate import draw_samples, sample_score, test_bits_per_dim
 from fvae.scoring.score import CLASS_SCORE_KEYS, SCORE_KEYS, SampleScorer, scorer_for
@@ -39,6 +41,8 @@ from fvae.training.checkpoint import (
     list_checkpoints,
     load_state,
     newest_valid_checkpoint,
+    prune_checkpoints,
+    remove_checkpoint,
     save_checkpoint,
     write_failure_cause,
 )
@@ -111,6 +115,7 @@ class Trainer:
         self.ctx = setup_distributed()
         tc = config.train
         torch.manual_seed(tc.seed)  # the same initial weights and fixed buffers on every rank
+        check_budget(config.model, tc.batch_size, self.ctx.device, TRAINING_COPIES + bool(tc.ema_decay))
         self.model = model_from_config(config.model).to(self.ctx.device)
         shape = config.model.image_shape
         self.train_set = train_set if train_set is not None else load_dataset(config.data, "train", shape)
@@ -173,9 +178,7 @@ class Trainer:
         tc = self.config.train
         g = torch.Generator().manual_seed(tc.seed)
         index = torch.randperm(len(self.train_set), generator=g)[: tc.batch_size * self.ctx.world_size]
-        items = [self.batches.dataset[int(i)] for i in index]
-        images = torch.stack([item[0] for item in items])
-        labels = torch.tensor([int(item[1]) for item in items])
+        images, labels, _ = read_items(self.train_set, index.tolist())  # the unreadable ones left out
         torch.manual_seed(tc.seed)
         self.model(dequantize(images, g).to(self.ctx.device), self._labels(labels))
         if self.ema is not None:
@@ -184,12 +187,16 @@ class Trainer:
     def _restore(self, checkpoint: Path) -> None:
         check_compatible(checkpoint, self.config)
         load_weights(self.model, checkpoint / "model.safetensors")
-        if self.ema is not None and (checkpoint / "ema.safetensors").exists():
-            load_weights(self.ema.module, checkpoint / "ema.safetensors")
+        if self.ema is not None:  # a run that kept no EMA before starts one at the restored weights
+            if (checkpoint / "ema.safetensors").exists():
+                load_weights(self.ema.module, checkpoint / "ema.safetensors")
+            else:
+                self.ema.copy_from(self.model)
         state = load_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self._apply_lr(checkpoint)
         self.skipped = SkippedSteps(self.ctx.device, state["bad_steps"])
         self.unreadable = state.get("unreadable_images", 0)
         if self.ema is not None:
@@ -201,6 +208,19 @@ class Trainer:
                   f"{self.ctx.world_size}: from step {self.step} on, each step takes {batch} x {self.ctx.world_size} "
                   f"images instead of {batch} x {started_with}, in another order than the original run's "
                   f"(weights, optimizer, schedule and step count carry over)", file=sys.stderr)
+
+    def _apply_lr(self, checkpoint: Path) -> None:
+        """Make the restored optimizer and schedule follow this run's ``train.lr``, which may differ from
+        the checkpoint's (a resume with ``--lr``, as the divergence message advises); say so where it does."""
+        lr = self.config.train.lr
+        before = self.scheduler.base_lrs[0]
+        self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
+        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["initial_lr"], group["lr"] = lr, lr * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if before != lr and self.ctx.is_main:
+            print(f"note: train.lr is {lr:g} from step {self.step} on (the checkpoint {checkpoint.name} trained "
+                  f"with {before:g})", file=sys.stderr)
 
     def close(self) -> None:
         """Release the run folder's lock (``fit`` does this when it ends)."""
@@ -382,21 +402,34 @@ class Trainer:
         return record | {k: score[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in score}
 
     def _checkpoint(self, log: RunLog) -> Path | None:
-        """Evaluate, then save a checkpoint (rank 0); every rank waits for it."""
+        """Save a checkpoint, then evaluate it (rank 0; every rank waits), so that a failing evaluation
+        loses no training. A state that is not finite (its weights, or the test bits/dim it gives) is
+        never kept as a checkpoint: training stops with :class:`TrainingDiverged` naming the last good one."""
         path = None
         self._check_divergence()
         if self.ctx.is_main:
-            record = self._evaluate()
+            if not bool(torch.stack(torch._foreach_norm(self.params)).isfinite().all()):
+                self._diverged("the weights are not finite")
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "bad_steps": self.bad_steps, "elapsed": self.elapsed, "unreadable_images": self.unreadable,
                      "ema_updates": int(self.ema.updates) if self.ema is not None else 0,
                      "world_size": self.ctx.world_size}
+            self.eval_model()  # a prior refitted to the weights evaluated is saved as fitted
             path = save_checkpoint(self.run_dir, self.step, self.config, self.model, state,
-                                   self.ema.module if self.ema is not None else None,
-                                   keep=self.config.train.keep_checkpoints)
+                                   self.ema.module if self.ema is not None else None, keep=None)
+            record = self._evaluate()
+            if not math.isfinite(record["test_bpd"]):
+                remove_checkpoint(path)
+                self._diverged(f"its test bits/dim are {record['test_bpd']}")
+            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
             log.evaluation(record)
         barrier(self.ctx)
         return path
+
+    def _diverged(self, why: str) -> None:
+        raise TrainingDiverged(f"the model diverged by step {self.step}: {why}; training stopped; "
+                               f"{last_good(self.run_dir)}; lower train.lr or raise train.grad_clip and resume "
+                               f"from it")
 
     def _finish(self, log: RunLog, stopped_by: str) -> dict:
         """Final samples, checkpoint and ``summary.json``; ``stopped_by`` is ``max_steps``,
@@ -414,4 +447,7 @@ class Trainer:
                        "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable,
                        "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size}
             log.summary(summary)
+            if self.unreadable:
+                print(f"note: {self.unreadable} training image(s) could not be read (damaged, or smaller than the "
+                      f"model's images) and were skipped, each replaced by the next readable one", file=sys.stderr)
         return summary
