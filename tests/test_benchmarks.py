@@ -116,6 +116,7 @@ def test_gpu_check_runs_in_its_cpu_dry_run_mode(tmp_path):
     assert (tmp_path / "gpu_dryrun.md").read_text().startswith("`python benchmarks/gpu_check.py --dry-run`")
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_data_speed_runs(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "data_speed.py"), "--images", "12", "--seconds", "0.5",
                            "--presets", "celebahq64", "--workers", "0", "--out", str(tmp_path)],

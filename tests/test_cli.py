@@ -46,6 +46,7 @@ def test_eval_writes_every_number(runs):
     assert (runs / "fvae" / "evals.jsonl").exists()
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_out_names_a_new_folder_or_a_file(runs, tmp_path):
     ok("eval", runs / "fvae", "--num-samples", 2, "--max-images", 32, "--score-samples", 0, "--out", tmp_path / "a" / "b")
     ok("eval", runs / "fvae", "--num-samples", 2, "--max-images", 32, "--score-samples", 0,
@@ -88,6 +89,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "no metrics.jsonl" in done.stderr
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_a_class_conditional_run_draws_the_classes_asked_for_and_reports_both_bounds(tmp_path):
     run = tmp_path / "cond"
     ok("train", "--max-steps", 30, "--no-progress", "--out", run, *TINY, "model.num_classes=10")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fvae.training.checkpoint import list_checkpoints, load_state
 
 TINY = ["model.pad_to=null", "model.flow_levels=2",
@@ -52,6 +54,7 @@ def assert_no_warnings(done: subprocess.CompletedProcess) -> None:
     assert "Warning" not in done.stderr and "strides" not in done.stderr, done.stderr[-3000:]
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_resuming_with_another_number_of_processes_says_the_data_order_changes(tmp_path):
     two = one_node(2, train_args(tmp_path, 4))
     assert two.returncode == 0, two.stderr[-3000:]
@@ -68,6 +71,7 @@ def test_resuming_with_another_number_of_processes_says_the_data_order_changes(t
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 12
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_two_nodes_on_one_machine_train_checkpoint_and_resume(tmp_path):
     for steps, resume in ((4, False), (8, True)):
         nodes = two_nodes(train_args(tmp_path, steps, resume))

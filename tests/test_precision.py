@@ -99,6 +99,7 @@ def _train(precision, steps, out):
     return fvae.train(config=config, out=out, progress=False)[1]
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_200_bf16_steps_reach_the_test_bits_per_dim_of_200_fp32_steps(tmp_path):
     full = _train("32", 200, tmp_path / "fp32")["test_bpd"]
     half = _train("bf16", 200, tmp_path / "bf16")["test_bpd"]

@@ -180,6 +180,7 @@ def test_a_write_failure_before_any_checkpoint_says_none_was_written(tmp_path, m
 
 # --- one writer per run folder -----------------------------------------------------------------
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_a_second_writer_is_refused_until_the_first_ends(copy):
     first = subprocess.Popen([sys.executable, "-m", "fvae.cli", "train", "--no-progress", "--resume", "--out",
                               str(copy), "train.max_steps=100000", "train.checkpoint_every=1000"],
@@ -293,6 +294,7 @@ def test_bad_config_files_are_refused_in_one_line(tmp_path, text, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_the_real_command_shows_no_traceback_for_bad_values(tmp_path):
     # one of each way in (an override, a flag, a path); every hostile value is checked in-process above
     for args in (["train.lr=abc"], ["--batch-size", "0"], ["--data", str(tmp_path / "nowhere")]):

@@ -20,7 +20,8 @@ def test_every_model_ships():
     assert set(fvae.shipped_models()) == set(EXPECTED)
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if "fashion" in name else name
+                                  for name in EXPECTED])  # the Fashion-MNIST ones in the slow tier: the same code
 def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
     card = json.loads((SHIPPED / name / "card.json").read_text())
     model = fvae.from_pretrained(name)

@@ -66,6 +66,7 @@ def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 12
 
 
+@pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     common = [*TINY, "train.max_steps=150", "train.checkpoint_every=10"]
     straight = fvae_cli("train", "--no-progress", "--out", str(tmp_path / "straight"), *common)
