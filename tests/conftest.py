@@ -58,3 +58,12 @@ def from_patches(model, patches):
     """The inverse of :func:`to_patches`."""
     v = patches.reshape(len(patches), 2, 2, 4).permute(0, 3, 1, 2)
     return torch.nn.functional.pixel_shuffle(v, 2) / model.data_scale + 0.5
+
+
+def one_line_error(done, code=2):
+    """The one stderr line (notes aside) of a command that failed with ``code``, no traceback."""
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("note:")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -36,14 +37,6 @@ def tiny(*overrides):
 def cli(*args, cwd=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "fvae.cli", *map(str, args)], env=ENV, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
-
-
-def one_line_error(done, code=2):
-    assert done.returncode == code, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("note:")]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

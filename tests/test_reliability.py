@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 import torch
 from PIL import Image
 
@@ -35,14 +36,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 def cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "fvae.cli", *map(str, args)], env=ENV, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def one_line_error(done, code=2):
-    assert done.returncode == code, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("note:")]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
