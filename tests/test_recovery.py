@@ -211,3 +211,20 @@ def test_a_torn_last_line_of_metrics_is_left_out_and_the_next_record_starts_a_li
     records = read_records(metrics)
     assert [r["step"] for r in records] == [4, 6]
     assert cli("compare", tmp_path / "run", "--out", tmp_path / "cmp").returncode == 0
+
+
+def test_labels_of_the_wrong_length_are_an_input_error_everywhere(tmp_path):
+    from fvae.data.arrays import load_labels
+    from fvae.errors import InputError
+
+    model = fvae.build_model("fvae", "mnist", num_classes=10, pad_to=None, flow_levels=2, encoder_blocks=1,
+                             encoder_hidden=8, flow_steps=1, flow_width=16).eval()
+    x = torch.rand(4, 1, 28, 28)
+    three = torch.tensor([1, 2, 3])
+    for call in (lambda: model.loss(x, three), lambda: model.sample(4, labels=three),
+                 lambda: model.log_likelihood(x, 2, labels=three)):
+        with pytest.raises(InputError, match=r"labels must be a \(4,\) tensor"):
+            call()
+    np.save(tmp_path / "labels.npy", np.arange(3))
+    with pytest.raises(DataError, match="expected 4 integer labels"):
+        load_labels(tmp_path / "labels.npy", 4)
