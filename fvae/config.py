@@ -404,21 +404,39 @@ def drop_refinements(model_fields: dict[str, Any], overridden: set[str]) -> dict
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``section.field=value`` strings (values parsed as YAML): ``train.lr=1e-4``."""
-    d = config.to_dict()
-    model_overridden = set()
+    values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in ("model", "train", "data"):
+        if not sep:
             raise ConfigError(f"override {short(item)} must look like section.field=value, "
                               f"section one of model, train, data")
-        if name not in d[section]:
-            raise ConfigError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
         try:
-            d[section][name] = load_yaml_text(raw)
+            values[key] = load_yaml_text(raw)
         except yaml.YAMLError:
             raise ConfigError(f"{key}: {short(raw)} is not a valid value (values are read as YAML)") from None
-        if section == "model":
-            model_overridden.add(name)
+    return apply_values(config, values)
+
+
+def apply_values(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """``config`` with fields set by name: ``{"model.flow_width": 64, "train.lr": 1e-4}``, or a
+    section's dict, ``{"model": {"flow_width": 64}}``. Setting a model field that a per-level list
+    refines (``flow_levels``...) drops that list unless it is set too."""
+    d = config.to_dict()
+    model_overridden = set()
+    for key, value in values.items():
+        section, dot, name = key.partition(".")
+        if section in ("model", "train", "data") and not dot and isinstance(value, dict):
+            pairs = [(section, str(k), v) for k, v in value.items()]
+        elif dot and section in ("model", "train", "data"):
+            pairs = [(section, name, value)]
+        else:
+            raise ConfigError(f"config key {short(key)} must look like section.field (or a section's dict), "
+                              f"section one of model, train, data")
+        for section, name, value in pairs:
+            if name not in d[section]:
+                raise ConfigError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
+            d[section][name] = value
+            if section == "model":
+                model_overridden.add(name)
     d["model"] = drop_refinements(d["model"], model_overridden)
     return RunConfig.from_dict(d)

@@ -91,10 +91,11 @@ def test_weights_that_are_not_finite_or_of_another_type_are_refused(tmp_path):
 # --- 3: an unreadable test image --------------------------------------------------------------------
 def test_an_unreadable_test_image_is_skipped_and_named_and_training_is_kept(tmp_path):
     folder = tmp_path / "images"
-    folder.mkdir()
     for i in range(40):
-        Image.fromarray(np.full((8, 8), 6 * i, np.uint8)).save(folder / f"{i:03d}.png")
-    (folder / "009.png").write_bytes(b"not a png")  # every tenth file is a test image: 009 is one
+        path = folder / ("test" if i % 10 == 9 else "train") / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 6 * i, np.uint8)).save(path)
+    (folder / "test" / "009.png").write_bytes(b"not a png")
     done = cli("train", "--no-progress", "--data", folder, "--out", tmp_path / "run", *TINY,
                "model.image_shape=[1,8,8]", "train.batch_size=8", "train.max_steps=4", "train.checkpoint_every=4")
     assert done.returncode == 0, done.stderr

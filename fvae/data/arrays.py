@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fvae.data.datasets import IMAGE_SUFFIXES, DataError, read_image, to_chw
+from fvae.data.datasets import DataError, read_image, to_chw
+from fvae.data.folder_split import IMAGE_SUFFIXES, image_files
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt")
 
@@ -34,7 +35,7 @@ def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
     (non-finite values kept, for the caller to count)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(path)
         if not files:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {path}")
         arrays = [to_chw(read_image(file, channels)) for file in files]

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
+from fvae.data.folder_split import IMAGE_SUFFIXES, split_folder
 from fvae.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 EMBEDDED_TRAIN_PER_CLASS = 400
 
@@ -59,30 +59,18 @@ def embedded_mnist(split: str) -> TensorDataset:
 
 class ImageFolder(Dataset):
     """Every image under ``root`` (recursively), center-cropped to a square and resized to
-    ``(H, W)``, converted to ``C`` channels (1: grey, 3: RGB).
-
-    Split: every tenth file (sorted by path) is a test image, the rest train; a folder of
-    fewer than ten images has no test image of its own, and both splits are the whole folder.
-    Labels: where every image lies in a subfolder and there are two or more, the subfolders are the
-    classes (torchvision's ImageFolder layout: ``root/<class>/<image>``), numbered in sorted order
-    (``classes``); else -1.
-    """
+    ``(H, W)``, converted to ``C`` channels (1: grey, 3: RGB). Splits and classes: a ``test/``
+    subfolder, else a tenth of each class held out by file-name groups
+    (:mod:`fvae.data.folder_split`); ``how`` says which."""
 
     def __init__(self, root: str | Path, split: str, image_shape: tuple[int, int, int]):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
         if image_shape[0] not in (1, 3):
             raise DataError(f"image folders give 1 or 3 channels, the preset takes {image_shape[0]}")
-        self.files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")] or files
+        self.files, self.classes, self.labels, self.how = split_folder(root, split)
         self.image_shape = image_shape
-        folders = [f.relative_to(root).parts[0] if f.parent != root else None for f in files]
-        self.classes = sorted(set(folders)) if None not in folders and len(set(folders)) > 1 else []
-        index = {name: i for i, name in enumerate(self.classes)}
-        self.labels = [index[f.relative_to(root).parts[0]] if self.classes else -1 for f in self.files]
 
     def __len__(self) -> int:
         return len(self.files)

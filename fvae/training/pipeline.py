@@ -8,6 +8,8 @@ checks, the trained model back (its EMA weights where kept).
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,26 +19,49 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from fvae.config import ConfigError, RunConfig, TrainConfig
+from fvae.config import ConfigError, RunConfig, TrainConfig, apply_values
 from fvae.data import DataError
 from fvae.models import LatentFlowModel
+from fvae.models.layout import fit_to_shape
 from fvae.presets import run_config
 from fvae.training.trainer import Trainer
 
 
-def images_dataset(images: Any, image_shape: tuple[int, int, int]) -> Dataset:
+def images_dataset(images: Any) -> Dataset:
     """A tensor or numpy array of ``uint8`` images, ``(N, H, W)`` or ``(N, C, H, W)``, as a
-    dataset of ``(image, -1)``; its shape must be the model's."""
+    dataset of ``(image, -1)``. Integer arrays of values in 0..255 are taken as they are; other
+    values are refused with the scaling that fits their range."""
     array = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-    if array.dtype != torch.uint8:
-        raise DataError(f"training images must be uint8 (0-255), got {array.dtype}; "
-                        f"scale floats in [0, 1] with (x * 255).round().to(torch.uint8)")
     if array.dim() == 3:
         array = array[:, None]
-    if array.dim() != 4 or tuple(array.shape[1:]) != tuple(image_shape):
-        raise DataError(f"training images of shape {tuple(array.shape)} do not fit the model, which takes "
-                        f"(N, {', '.join(map(str, image_shape))}); choose a preset or set model.image_shape")
+    if array.dim() != 4 or array.shape[1] not in (1, 3) or min(array.shape) == 0:
+        raise DataError(f"training images must be an array (N, H, W) or (N, C, H, W) with 1 or 3 channels, "
+                        f"got shape {tuple(array.shape)}")
+    if array.dtype != torch.uint8:
+        low, high = float(array.min()), float(array.max())
+        if not array.is_floating_point() and not array.dtype == torch.bool and low >= 0 and high <= 255:
+            array = array.to(torch.uint8)
+        else:
+            raise DataError(f"training images must be uint8 (0-255), got {array.dtype} with values in "
+                            f"{low:g}..{high:g}; {_scaling_hint(low, high)}")
     return TensorDataset(array.contiguous(), torch.full((len(array),), -1, dtype=torch.long))
+
+
+def _scaling_hint(low: float, high: float) -> str:
+    """How to bring values in ``low..high`` to uint8."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "the array holds NaN or infinite values"
+    if low >= 0 and high <= 1:
+        return "scale them with (x * 255).round().astype(np.uint8)"
+    if low >= 0:
+        return f"scale them with (x * 255 / {high:g}).round().astype(np.uint8)"
+    return f"scale them with ((x - ({low:g})) * 255 / {high - low:g}).round().astype(np.uint8)"
+
+
+def image_shape_of(dataset: Dataset) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of a dataset's first image."""
+    image = dataset[0][0]
+    return tuple(torch.as_tensor(image).shape)
 
 
 def _split(dataset: Dataset) -> tuple[Dataset, Dataset]:
@@ -55,26 +80,43 @@ def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str 
 
     ``data``: None (the preset's dataset), a dataset name or folder path (as ``--data``), a
     ``torch.utils.data.Dataset`` of ``(uint8 image, label)``, or a tensor or array of ``uint8``
-    images ``(N, H, W)`` / ``(N, C, H, W)`` (every tenth image held out for testing).
-    ``config``: a full :class:`RunConfig` instead of the preset's. ``fields``: fields of the
-    training config (``max_steps=500``, ``lr=3e-4``, ``ema_decay=0.999`` ...). ``out``: the run
-    folder (default: a new temporary folder).
+    images ``(N, H, W)`` / ``(N, C, H, W)`` (every tenth image held out for testing). Images of
+    another shape than the preset's get its model laid out for them (:mod:`fvae.models.layout`;
+    one line on stderr says what changed).
+    ``config``: a full :class:`RunConfig` instead of the preset's. ``fields``: any config field by
+    name, ``**{"model.flow_width": 64, "train.lr": 1e-4}`` or ``model={"flow_width": 64}``; a bare
+    name is a training field (``max_steps=500``, ``lr=3e-4``, ``ema_decay=0.999`` ...). ``out``: the
+    run folder (default: a new temporary folder).
     """
     config = config if config is not None else run_config(kind, preset)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(fields) - known
-    if unknown:
-        raise ConfigError(f"unknown train config fields: {sorted(unknown)}; known: {sorted(known)}")
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **fields))
+    values = {}
+    for name, value in fields.items():
+        if "." in name or name in ("model", "train", "data"):
+            values[name] = value
+        elif name in known:
+            values[f"train.{name}"] = value
+        else:
+            raise ConfigError(f"unknown train config field {name!r}; known: {sorted(known)} (other fields by "
+                              f"section: model.NAME=..., data.NAME=..., or model={{...}})")
     train_set = test_set = None
     if isinstance(data, (str, Path)):
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, name=str(data)))
     elif isinstance(data, Dataset):
         train_set, test_set = _split(data)
     elif data is not None:
-        train_set, test_set = _split(images_dataset(data, config.model.image_shape))
+        train_set, test_set = _split(images_dataset(data))
     if train_set is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, name="custom"))
+        model, changed = fit_to_shape(config.model, image_shape_of(train_set))
+        if changed:
+            print(f"fvae: images of shape {image_shape_of(train_set)}, not the {config.preset} preset's "
+                  f"{config.model.image_shape}: {changed}", file=sys.stderr)
+            config = dataclasses.replace(config, model=model)
+    config = apply_values(config, values)
+    if train_set is not None and tuple(config.model.image_shape) != image_shape_of(train_set):
+        raise DataError(f"training images of shape {image_shape_of(train_set)} do not fit model.image_shape="
+                        f"{config.model.image_shape}")
     if out is None:
         out = Path(tempfile.mkdtemp(prefix=f"fvae-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}-"))
     trainer = Trainer(config, out, resume=resume, progress=progress, train_set=train_set, test_set=test_set)

@@ -145,6 +145,10 @@ class Trainer:
         self._prior_fitted_at: int | None = None
         self._scorer: SampleScorer | None = None
         self._score_unavailable = False
+        if self.ctx.is_main:  # after every check, so that a refused run says one line
+            how = getattr(self.test_set, "how", None)
+            print(f"data: {len(self.train_set):,} training and {len(self.test_set):,} test images"
+                  + (f" (held out: {how})" if how else ""), file=sys.stderr)
 
     # --- set-up ---------------------------------------------------------------------------
     def _resume_or_start(self, resume: bool) -> None:
