@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import os
 import sys
 
-from fvae.commands.values import device, duration, integer, number, score_samples, train_field
+from fvae.commands.values import device, duration, integer, number, numbers, score_samples, train_field
 from fvae.config import MODEL_KINDS
 from fvae.data.load import NAMED
 from fvae.presets import PRESETS, train_config
@@ -121,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=integer(1, 1024), default=8, help="pairs, with --images 2")
     p.add_argument("--steps", type=integer(2, 1024), default=9, help="images a row")
     p.add_argument("--data-root", help="where the run's torchvision dataset lives, if moved")
+
+    p = _run_parser(sub, "transfer", "each image under every class of a class-conditional model: the same hand, "
+                                     "another class (a grid, a row an image)", "edits.cmd_transfer")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders of them, or .npy/.npz/.pt arrays")
+    p.add_argument("--classes", type=integer(0, 1 << 16), nargs="+",
+                   help="each image's class (default: the class the model reads in it)")
+    p.add_argument("--to", type=integer(0, 1 << 16), nargs="+", help="the target classes (default: every class)")
+    p.add_argument("--temperature", type=number(0, 10), default=0.8,
+                   help="scale of the image's noise under the target class (1: its exact place; lower: nearer "
+                        "the class's typical shape)")
+
+    p = _run_parser(sub, "edit", "walk images along the latent direction from the images --from to the images --to "
+                                 "(a grid, a row an image)", "edits.cmd_edit")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders of them, or .npy/.npz/.pt arrays")
+    p.add_argument("--from", dest="source", required=True, help="images without the attribute (a folder or array)")
+    p.add_argument("--to", dest="target", required=True, help="images with it (a folder or array)")
+    p.add_argument("--strengths", type=numbers(-100, 100), default=[-1.0, 0.0, 1.0, 2.0],
+                   help="comma-separated multiples of the direction, a column each (default: -1,0,1,2)")
+    p._negative_number_matcher = re.compile(r"^-[\d.][\d.,eE+-]*$")  # so "--strengths -1,0,1" reads as a value
 
     _run_parser(sub, "export", "write a run's model as a Hugging Face folder (config.json, model.safetensors, "
                                "README.md): EMA weights where kept", "folders.cmd_export")

@@ -190,6 +190,10 @@ class ModelConfig:
     # a masked net of this width giving each entry's mean and scale; one component, learned jointly
     prior_ar_width: int | None = rule(None, int, 1, 8192, optional=True)
     num_classes: int = rule(0, int, 0, 1 << 16)
+    # a context vector of this many entries instead of a class (fvae.train(..., context=array)): every
+    # class-conditional part (the top prior's means, scales and weights, the split priors, with
+    # class_couplings the coupling nets, with class_decoder the decoder) is then affine in the context
+    num_context: int = rule(0, int, 0, 4096)
     # with num_classes > 0: F's coupling nets (fvae, glow) take the class too, a learned bias per
     # class on their first layer, besides the class-conditional priors
     class_couplings: bool = rule(False, bool)
@@ -211,6 +215,12 @@ class ModelConfig:
             raise ConfigError(f"model.prior_ar_width: an autoregressive top prior is learned with the model and has "
                               f"one component; expected model.prior_components=1 and model.prior_fit=joint, got "
                               f"{self.prior_components} and {self.prior_fit!r}")
+        if self.num_context and self.num_classes:
+            raise ConfigError(f"model.num_context: a model takes a class (model.num_classes={self.num_classes}) or a "
+                              f"context vector, not both")
+        if self.num_context and self.prior_fit != "joint":
+            raise ConfigError(f"model.prior_fit: {self.prior_fit!r} fits the prior per class; a model with a context "
+                              f"(model.num_context={self.num_context}) learns it with the model: expected 'joint'")
         if self.kind == "glow" and self.likelihood != "gaussian":
             raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
                               f"is case 2's fixed Gaussian; expected 'gaussian'")
@@ -227,6 +237,12 @@ class ModelConfig:
     def level_widths(self) -> tuple[int, ...]:
         """The coupling nets' width at each level of ``F``: ``flow_level_widths`` or ``flow_width``."""
         return tuple(self.flow_level_widths or [self.flow_width] * self.flow_levels)
+
+    @property
+    def num_conditions(self) -> int:
+        """The rows of every conditional table: a class each, or, with a context of ``K`` entries,
+        ``K + 1`` (the context and a constant 1, so that each table is affine in the context)."""
+        return self.num_classes or (self.num_context + 1 if self.num_context else 0)
 
     @property
     def model_shape(self) -> tuple[int, int, int]:

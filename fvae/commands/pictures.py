@@ -108,7 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
-    x, labels = evaluation_images(config, args, args.num, next(model.parameters()).device, model.num_classes)
+    x, labels = evaluation_images(config, args, args.num, next(model.parameters()).device, model.conditional)
     path = output_path(args.out, run_dir, "reconstructions.png", IMAGE_SUFFIXES)
     save_image(reconstruction_grid(model, x, labels), path, nrow=8)
     print(f"wrote {path} (rows: inputs, then their reconstructions)")
@@ -119,10 +119,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     model, config, _, run_dir = load_run_model(args)
     device = next(model.parameters()).device
     if args.images == 4:
-        corners, labels = evaluation_images(config, args, 4, device, model.num_classes)
+        corners, labels = evaluation_images(config, args, 4, device, model.conditional)
         grid = interpolation_square(model, corners, args.steps, labels)
     else:
-        x, y = evaluation_images(config, args, 2 * args.rows, device, model.num_classes)
+        x, y = evaluation_images(config, args, 2 * args.rows, device, model.conditional)
         a, b = slice(None, args.rows), slice(args.rows, None)
         grid = interpolation_rows(model, x[a], x[b], args.steps, *((y[a], y[b]) if y is not None else ()))
     path = output_path(args.out, run_dir, f"interpolation_{args.images}.png", IMAGE_SUFFIXES)

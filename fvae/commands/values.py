@@ -59,6 +59,21 @@ def number(above: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def numbers(low: float, high: float, most: int = 64) -> Callable[[str], list[float]]:
+    """Comma-separated finite numbers in ``[low, high]``, at most ``most`` of them: ``-1,0,1,2``."""
+    def parse(text: str) -> list[float]:
+        values = [_number(item) for item in text.split(",")]
+        if not 1 <= len(values) <= most:
+            raise argparse.ArgumentTypeError(f"expected 1 to {most} comma-separated numbers, got {len(values)}")
+        for value in values:
+            if not low <= value <= high:
+                raise argparse.ArgumentTypeError(f"{value:g} is out of range; expected numbers from {low:g} "
+                                                 f"to {high:g}")
+        return values
+    parse.__name__ = "numbers"
+    return parse
+
+
 def score_samples(text: str) -> int:
     """0 (no sample score) or 2 to 2^20 samples."""
     value = integer(0, 1 << 20)(text)

@@ -34,3 +34,18 @@ def class_counts(dataset: Dataset, num_classes: int, name: str) -> torch.Tensor:
         raise DataError(f"{name} has labels up to {int(labels.max())}, more classes than model.num_classes="
                         f"{num_classes}; set model.num_classes={int(labels.max()) + 1}")
     return torch.bincount(labels, minlength=num_classes)
+
+
+def training_contexts(dataset: Dataset, num_context: int) -> torch.Tensor:
+    """The context vectors of every training item, ``(N, num_context)`` float: a dataset of
+    ``(image, context)`` (``fvae.train(..., context=array)`` makes one); anything else is a
+    :class:`DataError` saying what a context model needs."""
+    base, index = dataset, None
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, torch.as_tensor(dataset.indices, dtype=torch.long)
+    contexts = base.tensors[1] if isinstance(base, TensorDataset) and len(base.tensors) > 1 else None
+    if contexts is None or contexts.shape[1:] != (num_context,) or not contexts.is_floating_point():
+        got = "no context" if contexts is None else f"labels of shape {tuple(contexts.shape)} {contexts.dtype}"
+        raise DataError(f"model.num_context={num_context} needs a context vector of {num_context} floats per "
+                        f"training image (fvae.train(..., context=array)), got {got}")
+    return (contexts if index is None else contexts[index]).float()

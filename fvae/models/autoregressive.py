@@ -73,6 +73,11 @@ class AutoregressiveGaussian(nn.Module):
         eps = (z - mean) * torch.exp(-log_scale)
         return standard_normal_log_prob(eps) - log_scale.sum(1)
 
+    def whiten(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``eps = (z - m(z_<i, y)) / s(z_<i, y)``, the inverse of :meth:`invert`: ``(B, dims) -> (B, dims)``."""
+        mean, log_scale = self.conditionals(z, labels)
+        return (z - mean) * torch.exp(-log_scale)
+
     def invert(self, eps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``z`` with ``z_i = m_i(z_<i, y) + s_i(z_<i, y) eps_i``, entry by entry: ``(B, dims) -> (B, dims)``
         (``eps`` of standard deviation ``T`` draws at temperature ``T``)."""

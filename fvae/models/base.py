@@ -138,13 +138,20 @@ class LatentFlowModel(nn.Module, HubMixin):
         self.model_shape = tuple(config.model_shape)
         self.num_dims = math.prod(self.image_shape)
         self.num_classes = config.num_classes
+        self.num_context = config.num_context
         self.data_scale = float(config.data_scale)
         self.crop = centre_slices(self.image_shape, self.model_shape)
 
+    @property
+    def conditional(self) -> bool:
+        """Whether every method takes labels: a class (``num_classes``) or a context (``num_context``)."""
+        return bool(self.num_classes or self.num_context)
+
     def build_prior(self, top_dims: int) -> None:
         """The prior over ``latent_shape`` (set it first), learned on its last ``top_dims`` entries."""
-        self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_classes, self.config.prior_components,
-                                 fit=self.config.prior_fit, ar_width=self.config.prior_ar_width)
+        self.prior = LatentPrior(self.latent_shape, top_dims, self.config.num_conditions, self.config.prior_components,
+                                 fit=self.config.prior_fit, ar_width=self.config.prior_ar_width,
+                                 num_context=self.config.num_context)
 
     # --- what a model defines -------------------------------------------------------------
     def posterior(self, x: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None = None) -> Posterior:
@@ -213,7 +220,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         model has it, else its one-sample estimate); ``loss = reconstruction + kl - D log a``.
         """
         xm = self.to_model_space(x)
-        self.prior.check_labels(labels, len(x))
+        labels = self.prior.conditions(labels, len(x))
         u = torch.randn(x.shape[0], *self.latent_shape, device=x.device, dtype=x.dtype)
         reconstruction, kl, post = self.log_weights(xm, u, labels)
         if post.kl is not None:
@@ -239,7 +246,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         fits in memory.
         """
         xm = self.to_model_space(x)
-        self.prior.check_labels(labels, len(x))
+        labels = self.prior.conditions(labels, len(x))
         per_chunk = max(1, chunk_size // x.shape[0])
         log_ws = []
         for start in range(0, num_samples, per_chunk):
@@ -277,28 +284,82 @@ class LatentFlowModel(nn.Module, HubMixin):
 
     # --- sampling and coding ---------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, num: int, temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, num: int, temperature: float = 1.0, labels: torch.Tensor | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """``z ~ q(z|y)`` at ``temperature`` (every standard deviation times ``T``), ``x`` the decoder's
         mean: ``(num, C, H, W)`` in ``[0, 1]``. A class-conditional model draws ``labels`` from the
-        training set's ``p(y)`` where none are given."""
+        training set's ``p(y)`` where none are given; a context model (``num_context = K``) takes
+        ``context`` ``(num, K)`` (the same as ``labels``), else draws training images' contexts."""
+        labels = context if context is not None else labels
         device = next(self.parameters()).device
-        if self.num_classes and labels is None:
+        if (self.num_classes or self.num_context) and labels is None:
             labels = self.prior.draw_labels(num, device)
-        self.prior.check_labels(labels, num)
+        labels = self.prior.conditions(labels, num)
         z = self.prior.sample(num, temperature, labels, device)
         return self.to_image_space(to_fp32(self.generate(z, labels)))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in ``[0, 1)`` to latents ``z = F_x(0)``, ``(B, *latent_shape)``."""
-        self.prior.check_labels(labels, len(x))
+        labels = self.prior.conditions(labels, len(x))
         return self.posterior_mode(self.to_model_space(x), labels)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents to images in ``[0, 1]``."""
-        self.prior.check_labels(labels, len(z))
+        labels = self.prior.conditions(labels, len(z))
         return self.to_image_space(to_fp32(self.generate(z, labels)))
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor, samples: int = 4) -> torch.Tensor:
+        """The most probable class of each image ``(B, C, H, W)`` in ``[0, 1)`` by Bayes' rule on the
+        model's own bound: ``argmax_y  log p(y) - mean_k L_k(x | y)``, ``samples`` ELBO draws a class.
+        Returns ``(B,)`` class indices."""
+        if not self.num_classes:
+            raise InputError("classify needs a class-conditional model (model.num_classes > 0)")
+        scores = []
+        for y in range(self.num_classes):
+            labels = torch.full((len(x),), y, dtype=torch.long, device=x.device)
+            nats = torch.stack([self.loss(x, labels) for _ in range(samples)]).mean(0)
+            scores.append(self.prior.log_class_prior[y] - nats)
+        return torch.stack(scores, 1).argmax(1)
+
+    @torch.no_grad()
+    def transfer(self, x: torch.Tensor, labels: torch.Tensor, to_labels: torch.Tensor | list[int],
+                 temperature: float = 1.0) -> torch.Tensor:
+        """Each image under each target class (a class-conditional model): ``x`` ``(B, C, H, W)`` in
+        ``[0, 1)`` of classes ``labels`` ``(B,)``, encoded under its own class, ``z = F_x(0)``; its
+        place in its class's prior kept (:meth:`LatentPrior.recolor`, at ``temperature``) and decoded
+        under each class of ``to_labels`` ``(T,)``. Returns ``(B, T, C, H, W)`` in ``[0, 1]``: the same hand, another class."""
+        if not self.num_classes:
+            raise InputError("transfer needs a class-conditional model (model.num_classes > 0)")
+        z = self.encode(x, labels)
+        targets = torch.as_tensor(to_labels, device=x.device).long().flatten()
+        self.prior.check_labels(targets, len(targets))
+        out = []
+        for target in targets:
+            to = torch.full_like(labels, int(target))
+            out.append(self.decode(self.prior.recolor(z, labels, to, temperature), to))
+        return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def latent_direction(self, a: torch.Tensor, b: torch.Tensor, labels_a: torch.Tensor | None = None,
+                         labels_b: torch.Tensor | None = None) -> torch.Tensor:
+        """The direction from image set ``a`` to image set ``b`` in latent space: the mean of their
+        latents ``z = F_x(0)``, ``b``'s less ``a``'s, ``(*latent_shape)``."""
+        return self.encode(b, labels_b).mean(0) - self.encode(a, labels_a).mean(0)
+
+    @torch.no_grad()
+    def edit(self, x: torch.Tensor, direction: torch.Tensor, strengths: torch.Tensor | list[float],
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images walked along a latent ``direction`` (:meth:`latent_direction`): ``decode(z + s d)``
+        for ``z`` the latents of ``x`` ``(B, C, H, W)`` and each strength ``s`` (0 reconstructs).
+        Returns ``(B, S, C, H, W)`` in ``[0, 1]``."""
+        if tuple(direction.shape) != tuple(self.latent_shape):
+            raise InputError(f"a latent direction has the latents' shape {tuple(self.latent_shape)}, "
+                             f"got {tuple(direction.shape)}")
+        z = self.encode(x, labels)
+        return torch.stack([self.decode(z + float(s) * direction.to(z), labels) for s in strengths], 1)
 
     def scales(self) -> dict[str, torch.Tensor]:
         """The model's trained scalar scales (``sigma1``, ``sigma2``) for logging."""

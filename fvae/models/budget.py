@@ -59,7 +59,8 @@ def activation_bytes(model, config: ModelConfig, batch_size: int) -> int | None:
     where the model's forward pass cannot run on the meta device."""
     model.prior.check_labels = lambda labels, batch: None  # it reads label values, which meta has not
     x = torch.empty(batch_size, *config.image_shape, device="meta")
-    labels = torch.zeros(batch_size, dtype=torch.long, device="meta") if config.num_classes else None
+    labels = (torch.zeros(batch_size, dtype=torch.long, device="meta") if config.num_classes else
+              torch.zeros(batch_size, config.num_context, device="meta") if config.num_context else None)
     counter = _OutputBytes()
     try:
         with counter:

@@ -41,7 +41,7 @@ def make_encoder(config: ModelConfig) -> Encoder:
 def make_decoder(config: ModelConfig) -> Decoder:
     """``G``, the mirror of :func:`make_encoder`; class-conditional with ``class_decoder``."""
     return Decoder(config.image_shape[0], config.encoder_levels, config.encoder_blocks, config.encoder_hidden,
-                   config.num_classes if config.class_decoder else 0)
+                   config.num_conditions if config.class_decoder else 0)
 
 
 class FVAE(LatentFlowModel):
@@ -56,7 +56,7 @@ class FVAE(LatentFlowModel):
         self.inner = self.build_inner(config)
         self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
                                    config.level_widths(), config.coupling, config.mixing, squeeze_first=False,
-                                   split_width=config.split_prior_width, num_classes=config.num_classes,
+                                   split_width=config.split_prior_width, num_classes=config.num_conditions,
                                    class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
         self.decoder = make_decoder(config)

@@ -26,7 +26,7 @@ class Glow(LatentFlowModel):
         self.latent_shape = tuple(config.model_shape)
         self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
                                    config.level_widths(), config.coupling, config.mixing, squeeze_first=True,
-                                   split_width=config.split_prior_width, num_classes=config.num_classes,
+                                   split_width=config.split_prior_width, num_classes=config.num_conditions,
                                    class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
         self.register_buffer("log_sigma", torch.tensor(math.log(config.dequant_sigma)))
@@ -49,7 +49,7 @@ class Glow(LatentFlowModel):
     def exact_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``log p_F(x)`` (``log p_F(x|y)``) in nats, ``(B,)``: the flow's exact density at images
         ``x`` in ``[0, 1)``."""
-        self.prior.check_labels(labels, len(x))
+        labels = self.prior.conditions(labels, len(x))
         z, logdet = self.flow(self.to_model_space(x), labels)
         return self.prior.log_prob(z, labels) + logdet + self.log_jacobian
 

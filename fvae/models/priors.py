@@ -34,6 +34,8 @@ from fvae.flows.base import class_weights, soft_clamp
 from fvae.models.autoregressive import AutoregressiveGaussian
 from fvae.models.normal import LOG_2PI, standard_normal_log_prob
 
+CONTEXT_BANK = 1024  # training contexts a context model keeps, to sample from without one
+
 
 class LatentPrior(nn.Module):
     """``q(z | y)`` over latents of ``latent_shape`` whose last ``top_dims`` entries have the
@@ -44,8 +46,9 @@ class LatentPrior(nn.Module):
     component, learned jointly), its net of that width."""
 
     def __init__(self, latent_shape: tuple[int, ...], top_dims: int, num_classes: int = 0, components: int = 1,
-                 scale_bound: float = 5.0, fit: str = "joint", ar_width: int | None = None):
+                 scale_bound: float = 5.0, fit: str = "joint", ar_width: int | None = None, num_context: int = 0):
         super().__init__()
+        self.num_context = num_context
         self.autoregressive = AutoregressiveGaussian(top_dims, ar_width, num_classes, scale_bound) \
             if ar_width else None
         if self.autoregressive is not None and (components > 1 or fit != "joint"):
@@ -63,12 +66,22 @@ class LatentPrior(nn.Module):
             self.means = nn.Parameter(means, requires_grad=not self.fit_after)
             self.log_scales = nn.Parameter(torch.zeros(sets, components, top_dims), requires_grad=not self.fit_after)
             self.logits = nn.Parameter(torch.zeros(sets, components), requires_grad=not self.fit_after)
-        if num_classes:
+        if num_classes and not num_context:
             self.register_buffer("log_class_prior", torch.full((num_classes,), -math.log(num_classes)))
+        if num_context:  # contexts seen in training, drawn from where sampling is given none
+            self.register_buffer("context_bank", torch.zeros(CONTEXT_BANK, num_context))
 
     # --- classes -----------------------------------------------------------------------------
     def check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
-        """Labels of the right kind for this prior, or a clear error."""
+        """Labels (or contexts) of the right kind for this prior, or a clear error."""
+        if self.num_context:
+            if labels is None or labels.shape != (batch, self.num_context) or not labels.is_floating_point():
+                got = "none" if labels is None else f"{tuple(labels.shape)} {labels.dtype}"
+                raise InputError(f"this model takes a context (model.num_context={self.num_context}): pass a "
+                                 f"({batch}, {self.num_context}) float tensor, got {got}")
+            if labels.device.type != "meta" and not torch.isfinite(labels).all():
+                raise InputError("contexts must be finite")
+            return
         if not self.num_classes:
             if labels is not None:
                 raise InputError("labels were given to a model that is not class-conditional (model.num_classes=0)")
@@ -87,6 +100,22 @@ class LatentPrior(nn.Module):
             raise InputError(f"labels must lie in 0..{self.num_classes - 1}, got {int(labels.min())}.."
                              f"{int(labels.max())} (an unlabelled dataset gives -1)")
 
+    def conditions(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """Checked labels (:meth:`check_labels`) as every conditional table takes them: class
+        indices or weights as given; a context ``c`` ``(B, K)`` as ``[1, c]`` ``(B, K + 1)``, so
+        that each table is affine in it."""
+        self.check_labels(labels, batch)
+        if self.num_context:
+            return torch.cat([labels.new_ones(batch, 1), labels], 1)
+        return labels
+
+    @torch.no_grad()
+    def set_contexts(self, contexts: torch.Tensor) -> None:
+        """Keep ``CONTEXT_BANK`` of the training set's contexts ``(N, K)`` (evenly spaced through
+        them), for :meth:`draw_labels`."""
+        index = torch.linspace(0, len(contexts) - 1, CONTEXT_BANK).round().long()
+        self.context_bank.copy_(contexts[index].to(self.context_bank))
+
     @torch.no_grad()
     def set_class_frequencies(self, counts: torch.Tensor) -> None:
         """``p(y)`` from the training set's class counts ``(num_classes,)``."""
@@ -94,7 +123,9 @@ class LatentPrior(nn.Module):
         self.log_class_prior.copy_((counts / counts.sum()).log().to(self.log_class_prior))
 
     def draw_labels(self, num: int, device) -> torch.Tensor:
-        """``num`` labels drawn from ``p(y)``."""
+        """``num`` labels drawn from ``p(y)``; a context model's, ``num`` contexts of training images."""
+        if self.num_context:
+            return self.context_bank[torch.randint(CONTEXT_BANK, (num,))].to(device)
         return torch.multinomial(self.log_class_prior.exp(), num, replacement=True).to(device)
 
     # --- the density and sampling ----------------------------------------------------------
@@ -136,6 +167,30 @@ class LatentPrior(nn.Module):
             rows = torch.arange(num, device=device)
             z[:, -self.top_dims:] = mean[rows, k] + torch.exp(log_scale[rows, k]) * z[:, -self.top_dims:]
         return z.view(num, *self.latent_shape)
+
+    @torch.no_grad()
+    def recolor(self, z: torch.Tensor, labels: torch.Tensor, to_labels: torch.Tensor,
+                temperature: float = 1.0) -> torch.Tensor:
+        """``z`` ``(B, *latent_shape)`` of classes ``labels`` moved to the same place in the priors of
+        ``to_labels``: the top's noise ``eps = (z - mu_{y,k}) / s_{y,k}`` (``k`` the component most
+        responsible for ``z``; the autoregressive prior's ``eps`` entry by entry) redrawn as
+        ``mu_{y',k} + s_{y',k} T eps``. The split-off entries are F's whitened noise already: kept,
+        times ``T`` (``temperature`` below 1 draws the result towards the target class's mode)."""
+        flat = z.flatten(1) * temperature
+        if not self.learned:
+            return flat.view_as(z)
+        top = flat[:, -self.top_dims:] / temperature
+        if self.autoregressive is not None:
+            eps = self.autoregressive.whiten(top, labels)
+            flat[:, -self.top_dims:] = self.autoregressive.invert(temperature * eps, to_labels)
+            return flat.view_as(z)
+        mean, log_scale, log_weight = self._top(labels, len(z))
+        eps = (top[:, None] - mean) * torch.exp(-log_scale)
+        k = (log_weight - 0.5 * eps.pow(2).sum(2) - log_scale.sum(2)).argmax(1)
+        rows = torch.arange(len(z), device=z.device)
+        new_mean, new_log_scale, _ = self._top(to_labels, len(z))
+        flat[:, -self.top_dims:] = new_mean[rows, k] + torch.exp(new_log_scale[rows, k]) * temperature * eps[rows, k]
+        return flat.view_as(z)
 
     @torch.no_grad()
     def fit(self, top: torch.Tensor, labels: torch.Tensor | None = None, iterations: int = 50,

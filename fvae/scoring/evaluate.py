@@ -32,7 +32,7 @@ def per_image_nats(model: LatentFlowModel, batches: Iterable[tuple[torch.Tensor,
     exact = getattr(model, "exact_log_likelihood", None)
     marginal_samples = num_samples if marginal_samples is None else marginal_samples
     for x, labels in tqdm(batches, desc="eval", disable=not progress):
-        y = labels.to(x.device) if model.num_classes and labels is not None else None
+        y = labels.to(x.device) if model.conditional and labels is not None else None
         nats["elbo"].append(model.loss(x, y))
         if num_samples:
             nats["iw"].append(-model.log_likelihood(x, num_samples, chunk_size, y))
@@ -159,6 +159,6 @@ def test_bits_per_dim(model: LatentFlowModel, test_set: Dataset, batch_size: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for x, labels in dequantized_batches(test_set, batch_size, num_batches * batch_size, seed, device):
-            nats = model.loss(x, labels.to(device) if model.num_classes else None)
+            nats = model.loss(x, labels.to(device) if model.conditional else None)
             total, count = total + nats.sum().item(), count + len(nats)
     return bits_per_dim(total / count, model.num_dims)

@@ -122,7 +122,7 @@ def _labelled(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = dataset.tensors
     else:
         images, labels = _readable(dataset, "training")
-    if (labels < 0).any():
+    if labels.dim() != 1 or labels.is_floating_point() or (labels < 0).any():
         raise InputError("the dataset has no labels: the sample score needs a labelled training split "
                          "to train its judge")
     return images, labels

@@ -58,6 +58,17 @@ def _scaling_hint(low: float, high: float) -> str:
     return f"scale them with ((x - ({low:g})) * 255 / {high - low:g}).round().astype(np.uint8)"
 
 
+def context_array(context: Any, count: int) -> torch.Tensor:
+    """One context vector an image: a float array ``(count, K)`` or ``(count,)``, as ``(count, K)``."""
+    array = context if isinstance(context, torch.Tensor) else torch.as_tensor(np.asarray(context))
+    array = array.float()[:, None] if array.dim() == 1 else array.float()
+    if array.dim() != 2 or len(array) != count or array.shape[1] == 0:
+        raise DataError(f"context must be (N, K) or (N,) with N = {count} images, got {tuple(array.shape)}")
+    if not torch.isfinite(array).all():
+        raise DataError("context holds NaN or infinite values")
+    return array
+
+
 def image_shape_of(dataset: Dataset) -> tuple[int, int, int]:
     """The ``(C, H, W)`` of a dataset's first image."""
     image = dataset[0][0]
@@ -74,8 +85,8 @@ def _split(dataset: Dataset) -> tuple[Dataset, Dataset]:
 
 
 def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str | Path | None = None,
-          config: RunConfig | None = None, resume: bool = False, progress: bool = True, **fields
-          ) -> tuple[LatentFlowModel, dict]:
+          config: RunConfig | None = None, resume: bool = False, progress: bool = True, context: Any = None,
+          **fields) -> tuple[LatentFlowModel, dict]:
     """Train a ``kind`` model of ``preset`` and return ``(model, summary)``.
 
     ``data``: None (the preset's dataset), a dataset name or folder path (as ``--data``), a
@@ -83,6 +94,9 @@ def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str 
     images ``(N, H, W)`` / ``(N, C, H, W)`` (every tenth image held out for testing). Images of
     another shape than the preset's get its model laid out for them (:mod:`fvae.models.layout`;
     one line on stderr says what changed).
+    ``context``: with an array ``data``, a float array ``(N, K)`` (or ``(N,)``), one context vector
+    an image: the model is conditioned on it (``model.num_context = K``; ``model.sample(n,
+    context)``).
     ``config``: a full :class:`RunConfig` instead of the preset's. ``fields``: any config field by
     name, ``**{"model.flow_width": 64, "train.lr": 1e-4}`` or ``model={"flow_width": 64}``; a bare
     name is a training field (``max_steps=500``, ``lr=3e-4``, ``ema_decay=0.999`` ...). ``out``: the
@@ -105,7 +119,14 @@ def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str 
     elif isinstance(data, Dataset):
         train_set, test_set = _split(data)
     elif data is not None:
-        train_set, test_set = _split(images_dataset(data))
+        images = images_dataset(data)
+        if context is not None:
+            contexts = context_array(context, len(images))
+            images = TensorDataset(images.tensors[0], contexts)
+            values = {"model.num_context": contexts.shape[1], **values}
+        train_set, test_set = _split(images)
+    if context is not None and not isinstance(data, (np.ndarray, torch.Tensor)):
+        raise DataError("context= goes with an array of images as data (one context vector an image)")
     if train_set is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, name="custom"))
         model, changed = fit_to_shape(config.model, image_shape_of(train_set))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from fvae.config import RunConfig
 from fvae.data import dataset_key, dequantize, load_dataset
 from fvae.data.batches import EpochBatches, read_items, step_seed
-from fvae.data.labels import class_counts
+from fvae.data.labels import class_counts, training_contexts
 from fvae.errors import PathExists, PathMissing, TrainingDiverged
 from fvae.models import LatentFlowModel, model_from_config
 from fvae.models.budget import TRAINING_COPIES, check_budget
@@ -171,6 +171,8 @@ class Trainer:
             else:
                 if self.class_counts is not None:
                     self.model.prior.set_class_frequencies(self.class_counts)
+                if self.config.model.num_context:
+                    self.model.prior.set_contexts(training_contexts(self.train_set, self.config.model.num_context))
                 self._initialize_actnorm()
         except BaseException:
             self.close()
@@ -292,7 +294,8 @@ class Trainer:
 
     def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
         """A batch's labels on the device, for a class-conditional model; None for the others."""
-        return labels.to(self.ctx.device, non_blocking=True) if self.config.model.num_classes else None
+        model = self.config.model
+        return labels.to(self.ctx.device, non_blocking=True) if model.num_classes or model.num_context else None
 
     def _train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor, unreadable: int
                     ) -> tuple[dict, torch.Tensor]:
