@@ -1,0 +1,144 @@
+"""Every results table in README.md and docs/, rendered from the JSON the benchmarks wrote.
+
+    python -m benchmarks.tables            # rewrite the tables in place
+    python -m benchmarks.tables --check    # exit 1, naming them, where a committed table differs
+
+A table lives in a Markdown file between ``<!-- table: NAME -->`` and ``<!-- /table -->``; NAME
+is a key of :data:`TABLES`, whose function renders it from ``benchmarks/results/*.json``. Nothing
+between the markers is written by hand: change the JSON (rerun the benchmark) or the renderer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report import RESULTS, markdown_table  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+DOCUMENTS = ("README.md", "docs/*.md")
+MARKED = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+PEER_NAMES = {"fvae": "**fvae f-VAE**", "vae": "fvae VAE", "glow": "fvae Glow", "composite": "fvae composite",
+              "normflows_glow": "normflows Glow", "pythae_vae": "pythae VAE", "pythae_vae_iaf": "pythae VAE_IAF"}
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _bound(row: dict) -> str:
+    if row.get("exact_bpd") is not None:
+        return f"exact {row['exact_bpd']:.3f}"
+    return f"IW {row['iw_bpd']:.3f}" if row.get("iw_bpd") is not None else f"ELBO {row['elbo_bpd']:.3f}"
+
+
+def _other_temperatures(row: dict) -> str:
+    sweep = row.get("by_temperature") or {}
+    return "; ".join(f"T={t}: {s['fid']:.1f} / {s['recognizable']:.3f} / {s['sharpness']:.2f}"
+                     for t, s in sweep.items() if float(t) != row.get("temperature"))
+
+
+def peers(name: str) -> Callable[[], str]:
+    """A peer comparison (``compare_peers.py``): one row a model, at its own temperature."""
+    def render() -> str:
+        record = load(name)
+        rows = [{"model": PEER_NAMES.get(r["model"], r["model"]), "parameters": r["parameters"],
+                 "steps": r["steps"], "images_per_s": r["train_images_per_s"], "bound": _bound(r),
+                 "T": r["temperature"], "fid": r["fid"], "recognizable": r["recognizable"],
+                 "sharpness": r["sharpness"], "sweep": _other_temperatures(r)} for r in record["rows"]]
+        table = markdown_table(rows, ["model", "parameters", "steps", "images_per_s", "bound", "T", "fid",
+                                      "recognizable", "sharpness", "sweep"],
+                               {"parameters": ",", "steps": ",", "images_per_s": ".0f", "T": "g", "fid": ".1f",
+                                "recognizable": ".3f", "sharpness": ".2f"},
+                               {"images_per_s": "train images/s", "bound": "test bits/dim", "fid": "FID",
+                                "sweep": "other T: FID / recognizable / sharpness"})
+        meta = record.get("meta", {})
+        return (f"{table}\n\n({record['budget_s'] / 60:.0f} minutes each on {record['data']}; bits/dim on the whole "
+                f"test split, the IW bound with K = {record['iw_samples']}; 1,000 samples scored at each model's "
+                f"temperature T. `{meta.get('command', '')}` on {meta.get('cpu', 'a CPU')}.)\n")
+    return render
+
+
+def shipped() -> str:
+    rows = [r for name in ("shipped_mnist", "shipped_fashion-mnist") for r in load(name)["rows"]]
+    return markdown_table(
+        [{**r, "name": f"`{r['name']}`", "bound": f"{r['bound']} {r['test_bpd']:.3f}",
+          "size": f"{r['size_bytes'] / 1e6:.1f} MB"} for r in rows],
+        ["name", "step", "bound", "temperature", "fid", "recognizable", "sharpness", "size"],
+        {"step": ",", "temperature": "g", "fid": ".1f", "recognizable": ".3f", "sharpness": ".2f"},
+        {"step": "steps", "bound": "test bits/dim", "temperature": "T", "fid": "FID", "size": "weights"}) + "\n"
+
+
+def latent_edits() -> str:
+    record = load("latent_edits")
+    transfer = markdown_table(record["transfer"], ["temperature", "transfers", "class_read", "thickness_r", "slant_r"],
+                              {"temperature": "g", "class_read": ".3f", "thickness_r": ".2f", "slant_r": ".2f"},
+                              {"temperature": "T", "class_read": "read as the target class",
+                               "thickness_r": "thickness r", "slant_r": "slant r"})
+    edit = markdown_table(record["edit"], ["strength", "ink_mass", "thickness"],
+                          {"strength": "g", "ink_mass": ".3f", "thickness": ".2f"},
+                          {"ink_mass": "ink mass", "thickness": "stroke thickness (px)"})
+    return f"{transfer}\n\n{edit}\n"
+
+
+def context() -> str:
+    record = load("context")
+    table = markdown_table(record["rows"], ["asked", "drawn_mean", "drawn_std"],
+                           {"asked": ".3f", "drawn_mean": ".3f", "drawn_std": ".3f"},
+                           {"asked": "asked ink mass", "drawn_mean": "drawn: mean", "drawn_std": "drawn: std"})
+    return f"{table}\n\nr = {record['r']:.3f} between the asked and the drawn ink mass (T = {record['temperature']:g}).\n"
+
+
+def train_speed() -> str:
+    record = load("train_speed")
+    return markdown_table(record["rows"], ["version", "steps", "images_per_s", "train_s", "test_bpd"],
+                          {"steps": ",", "images_per_s": ".1f", "train_s": ".1f", "test_bpd": ".4f"},
+                          {"images_per_s": "train images/s", "train_s": "training s", "test_bpd": "test bits/dim"}
+                          ) + f"\n\nSpeed-up: {record['speedup']:.2f}x; test bits/dim gap {record['test_bpd_gap']:.4f}.\n"
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "peers": peers("peers"), "peers_fashion": peers("peers_fashion"), "peers_30m": peers("peers_30m"),
+    "peers_fashion_30m": peers("peers_fashion_30m"), "shipped": shipped, "latent_edits": latent_edits,
+    "context": context, "train_speed": train_speed,
+}
+
+
+def documents() -> list[Path]:
+    return sorted({p for pattern in DOCUMENTS for p in ROOT.glob(pattern)})
+
+
+def render(text: str) -> str:
+    """``text`` with every marked table rendered afresh; an unknown NAME is a ``KeyError`` naming it."""
+    def table(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}; known: {sorted(TABLES)}")
+        return match.group(1) + TABLES[name]() + match.group(4)
+    return MARKED.sub(table, text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 where a table differs")
+    args = p.parse_args()
+    stale = []
+    for path in documents():
+        text = path.read_text()
+        fresh = render(text)
+        if fresh != text:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(fresh)
+    if stale:
+        print(("stale tables in: " if args.check else "rewrote tables in: ") + ", ".join(stale))
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
