@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -29,10 +30,21 @@ def command_line() -> str:
     return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(args: argparse.Namespace | None = None) -> dict[str, Any]:
     """The command, versions and machine, for the JSON record of a result."""
     env = {"command": command_line(), "torch": torch.__version__, "python": platform.python_version(),
-           "cpu": platform.processor() or platform.machine()}
+           "cpu": cpu_name(), "cores": os.cpu_count()}
     if args is not None and hasattr(args, "threads"):
         env["threads"] = args.threads
     return env

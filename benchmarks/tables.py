@@ -49,19 +49,33 @@ def peers(name: str) -> Callable[[], str]:
         record = load(name)
         rows = [{"model": PEER_NAMES.get(r["model"], r["model"]), "parameters": r["parameters"],
                  "steps": r["steps"], "images_per_s": r["train_images_per_s"], "bound": _bound(r),
-                 "T": r["temperature"], "fid": r["fid"], "recognizable": r["recognizable"],
-                 "sharpness": r["sharpness"], "sweep": _other_temperatures(r)} for r in record["rows"]]
-        table = markdown_table(rows, ["model", "parameters", "steps", "images_per_s", "bound", "T", "fid",
-                                      "recognizable", "sharpness", "sweep"],
-                               {"parameters": ",", "steps": ",", "images_per_s": ".0f", "T": "g", "fid": ".1f",
-                                "recognizable": ".3f", "sharpness": ".2f"},
+                 "marginal": r.get("marginal_bpd"), "T": r["temperature"], "fid": r["fid"],
+                 "recognizable": r["recognizable"], "sharpness": r["sharpness"],
+                 "class_accuracy": r.get("class_accuracy"), "sweep": _other_temperatures(r)} for r in record["rows"]]
+        columns = ["model", "parameters", "steps", "images_per_s", "bound", "marginal", "T", "fid", "recognizable",
+                   "sharpness", "class_accuracy", "sweep"]
+        table = markdown_table(rows, [c for c in columns if any(r[c] is not None for r in rows)],
+                               {"parameters": ",", "steps": ",", "images_per_s": ",.0f", "marginal": ".3f", "T": "g",
+                                "fid": ".1f", "recognizable": ".3f", "sharpness": ".2f", "class_accuracy": ".3f"},
                                {"images_per_s": "train images/s", "bound": "test bits/dim", "fid": "FID",
+                                "marginal": "marginal bits/dim", "class_accuracy": "class accuracy",
                                 "sweep": "other T: FID / recognizable / sharpness"})
         meta = record.get("meta", {})
         return (f"{table}\n\n({record['budget_s'] / 60:.0f} minutes each on {record['data']}; bits/dim on the whole "
                 f"test split, the IW bound with K = {record['iw_samples']}; 1,000 samples scored at each model's "
                 f"temperature T. `{meta.get('command', '')}` on {meta.get('cpu', 'a CPU')}.)\n")
     return render
+
+
+def ood() -> str:
+    record = load("ood")
+    rows = [{**r, "model": PEER_NAMES.get(r["model"], r["model"]).strip("*"),
+             "bound": "exact" if r["bound"] == "exact" else f"IW, K = {record['iw_samples']}",
+             "fashion": f"{r['in_bpd']:.3f} ({r['in_bpd_median']:.3f})",
+             "digits": f"{r['out_bpd']:.3f} ({r['out_bpd_median']:.3f})"} for r in record["rows"]]
+    return markdown_table(rows, ["model", "bound", "fashion", "digits", "auroc"], {"auroc": ".3f"},
+                          {"model": "model, trained on Fashion-MNIST", "fashion": "Fashion-MNIST bits/dim (median)",
+                           "digits": "digits bits/dim (median)", "auroc": "AUROC, digits out"}) + "\n"
 
 
 def shipped() -> str:
@@ -86,6 +100,14 @@ def latent_edits() -> str:
     return f"{transfer}\n\n{edit}\n"
 
 
+def edits_summary() -> str:
+    """One sentence of the latent-edit and context figures, for the README."""
+    transfer = load("latent_edits")["transfer"][0]
+    return (f"Measured: {transfer['class_read']:.0%} of the transfers (T = {transfer['temperature']:g}) are read as "
+            f"their new class while stroke thickness and slant follow the source (r = {transfer['thickness_r']:.2f}, "
+            f"{transfer['slant_r']:.2f}); the drawn ink mass follows the asked one at r = {load('context')['r']:.2f}.\n")
+
+
 def context() -> str:
     record = load("context")
     table = markdown_table(record["rows"], ["asked", "drawn_mean", "drawn_std"],
@@ -105,7 +127,8 @@ def train_speed() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "peers": peers("peers"), "peers_fashion": peers("peers_fashion"), "peers_30m": peers("peers_30m"),
     "peers_fashion_30m": peers("peers_fashion_30m"), "shipped": shipped, "latent_edits": latent_edits,
-    "context": context, "train_speed": train_speed,
+    "context": context, "train_speed": train_speed, "ood": ood, "conditional": peers("conditional"),
+    "edits_summary": edits_summary,
 }
 
 
