@@ -47,6 +47,7 @@ from peers import FvaeAdapter, build, count_parameters  # noqa: E402
 from report import markdown_table, parser, write_report  # noqa: E402
 
 import fvae  # noqa: E402
+from fvae.commands.reporting import plot_curves as plot  # noqa: E402
 from fvae.commands.values import duration  # noqa: E402
 from fvae.config import DataConfig, apply_overrides  # noqa: E402
 from fvae.data import dequantize, load_dataset  # noqa: E402
@@ -231,25 +232,11 @@ class Contestant:
 
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Recognizable, FID and sharpness against training time, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key, ax in zip(("recognizable", "fid", "sharpness"), axes):
-        for r in rows:
-            ax.plot([p["train_seconds"] for p in r["curve"]], [p[key] for p in r["curve"]], marker="o",
-                    label=f"{r['model']} (T={r['temperature']:g})")
-        ax.set_xlabel("training seconds")
-        ax.set_ylabel(key + (" (judge features, log scale)" if key == "fid" else ""))
-        if key == "fid":
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot(
+        {f"{r['model']} (T={r['temperature']:g})": r["curve"] for r in rows},
+        (("recognizable", "recognizable", "linear"), ("fid", "FID (judge features)", "log"),
+         ("sharpness", "sharpness", "linear")),
+        (("train_seconds", "training seconds"),), path, dpi=110)
 
 
 def glow_speedups(rows: list[dict]) -> dict[str, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,19 +23,9 @@ import fvae
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import command_line, markdown_table, parser, write_report  # noqa: E402
+from timing import best_seconds, seconds, train_step  # noqa: E402
 
 BATCH = {"mnist": 64, "cifar10": 16, "celebahq64": 4, "celebahq128": 2}
-
-
-def best_time(fn, repeats: int = 5) -> float:
-    """Fastest of ``repeats`` timed calls, after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def matmul_flops_per_s(sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
@@ -44,7 +33,7 @@ def matmul_flops_per_s(sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        best = max(best, 2 * n ** 3 / best_time(lambda: a @ b))
+        best = max(best, 2 * n ** 3 / best_seconds(lambda: a @ b))
     return best
 
 
@@ -52,29 +41,17 @@ def conv_flops_per_s(batch: int = 16, channels: int = 512, size: int = 8) -> flo
     """fp32 FLOP/s of a 3x3 convolution, ``channels`` in and out, ``size x size`` pixels."""
     x, w = torch.randn(batch, channels, size, size), torch.randn(channels, channels, 3, 3)
     flops = 2 * batch * size * size * channels * channels * 9
-    return flops / best_time(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+    return flops / best_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1))
 
 
 def step_flops_and_time(model: fvae.LatentFlowModel, batch: int, steps: int) -> tuple[float, float]:
+    """The FLOPs of one forward and backward pass and the median seconds of a training step."""
     x = torch.rand(batch, *model.image_shape)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
-
-    def step():
-        loss = model.loss(x).mean() / model.num_dims
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = train_step(lambda: model.loss(x).mean() / model.num_dims, model.parameters(), lr=1e-5)
     step()
     with FlopCounterMode(display=False) as counter:
-        loss = model.loss(x).mean() / model.num_dims
-        loss.backward()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return counter.get_total_flops(), statistics.median(times)
+        (model.loss(x).mean() / model.num_dims).backward()
+    return counter.get_total_flops(), statistics.median(seconds(step, steps))
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ from fvae.training.precision import autocast_for, set_tf32
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import parser, write_report  # noqa: E402
+from timing import seconds as timed, train_step  # noqa: E402
 
 MODES = [("fp32", False, False), ("tf32", True, False), ("bf16", False, True)]
 
@@ -48,28 +48,23 @@ def device_name(device: torch.device) -> str:
 def time_steps(loss_fn, parameters, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
     """Images/s over ``steps`` Adam steps on ``loss_fn()`` (after three untimed ones), the peak
     GPU memory and the seconds of those three warm-up steps (compilation, where compiled)."""
-    optimizer = torch.optim.Adam(parameters, lr=1e-5)
-
-    def step():
+    def loss() -> torch.Tensor:
         with autocast_for(device, bf16):
-            loss = loss_fn().float().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            return loss_fn().float().mean()
 
-    started = time.perf_counter()
-    for _ in range(3):
-        step()
-    warmup = time.perf_counter() - started
+    step = train_step(loss, parameters, lr=1e-5)
+    warmup = sum(timed(step, 3))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+
+    def all_steps() -> None:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds = timed(all_steps, 1)[0]
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
     return {"images_per_s": round(batch * steps / seconds, 1), "peak_gib": round(peak, 2),
             "warmup_s": round(warmup, 1)}

@@ -8,9 +8,13 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
+
+from fvae.commands.reporting import markdown_table
+
+__all__ = ["RESULTS", "command_line", "cpu_name", "environment", "markdown_table", "parser", "write_report"]
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -48,30 +52,6 @@ def environment(args: argparse.Namespace | None = None) -> dict[str, Any]:
     if args is not None and hasattr(args, "threads"):
         env["threads"] = args.threads
     return env
-
-
-def cell(value: Any, fmt: str | Callable[[Any], str] | None = None) -> str:
-    if value is None:
-        return ""
-    if callable(fmt):
-        return fmt(value)
-    if fmt:
-        return format(value, fmt)
-    return str(value)
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str], formats: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> str:
-    """A Markdown table of ``rows`` (dicts) with one column per key in ``columns``; ``formats``
-    maps a key to a format spec or a function, ``headers`` a key to its column title; numbers
-    are right-aligned."""
-    formats, headers = formats or {}, headers or {}
-    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows) for c in columns]
-    lines = ["| " + " | ".join(headers.get(c, c) for c in columns) + " |",
-             "|" + "".join("---:|" if n else "---|" for n in numeric)]
-    for r in rows:
-        lines.append("| " + " | ".join(cell(r.get(c), formats.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def write_report(out: Path, name: str, markdown: str, record: dict[str, Any]) -> None:

@@ -32,6 +32,12 @@ def seconds(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
+def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
+    fn()
+    return min(seconds(fn, repeats))
+
+
 def alternating_medians(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds per call of each function, calling them in turn, once each per round,
     so that all see the same machine load."""

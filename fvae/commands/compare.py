@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fvae.commands.reporting import markdown_table, plot_curves
 from fvae.config import RunConfig
 from fvae.errors import PathMissing
 from fvae.models import model_from_config
@@ -54,66 +55,31 @@ def comparison_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
+def comparison_table(rows: list[dict]) -> str:
+    """The runs' numbers, a row each, in the columns some run has; the score's features named below."""
     columns = ["run", "model", "preset", "parameters", "steps", "wall_time_s", "test_bpd", *BOUNDS,
                "psnr", *SCORE_KEYS, *CLASS_SCORE_KEYS, "seconds_to_half_recognizable"]
     columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
-
-    def cell(v):
-        return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    three = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = markdown_table(rows, columns, {c: three for c in columns})
     features = {r.get("features") for r in rows} - {None}
-    if features:
-        lines.append(f"\nsample score features: {', '.join(sorted(features))}")
-    return "\n".join(lines)
+    return table + (f"\n\nsample score features: {', '.join(sorted(features))}" if features else "")
 
 
 PLOTTED = (("test_bpd", "test bits/dim (ELBO)", "log"), ("fid", "FID (judge features)", "log"),
            ("recognizable", "recognizable samples", "linear"), ("sharpness", "sharpness (1: as real images)", "linear"))
 
 
-def plot_curves(runs: list[dict], path: str | Path) -> None:
-    """A 4x2 figure: test bits/dim, FID, the recognizable share of samples and their sharpness,
-    against steps and against training seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(PLOTTED), 2, figsize=(11, 4 * len(PLOTTED)))
-    for run in runs:
-        for row, (metric, _, _) in enumerate(PLOTTED):
-            points = [(p["step"], p["wall_time"], p[metric]) for p in run["curve"] if p.get(metric) is not None]
-            if not points:
-                continue
-            steps, times, values = zip(*points)
-            label = f"{run['name']} ({run['model']})"
-            axes[row, 0].plot(steps, values, marker="o", label=label)
-            axes[row, 1].plot(times, values, marker="o", label=label)
-    for row, (_, name, scale) in enumerate(PLOTTED):
-        axes[row, 0].set(xlabel="step", ylabel=name)
-        axes[row, 1].set(xlabel="training seconds", ylabel=name)
-        for ax in axes[row]:
-            ax.set_yscale(scale)
-            ax.grid(alpha=0.3, which="both")
-            if ax.lines:
-                ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     runs = [load_run(r) for r in args.runs]
     rows = comparison_rows(runs)
-    table = markdown_table(rows)
+    table = comparison_table(rows)
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(table + "\n")
     (out / "comparison.json").write_text(json.dumps(rows, indent=2))
-    plot_curves(runs, out / "comparison.png")
+    plot_curves({f"{run['name']} ({run['model']})": run["curve"] for run in runs}, PLOTTED,
+                (("step", "step"), ("wall_time", "training seconds")), out / "comparison.png")
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'}, {out / 'comparison.png'}")
     return 0

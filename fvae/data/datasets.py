@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
-from fvae.data.folder_split import IMAGE_SUFFIXES, split_folder
+from fvae.data.folder_split import split_folder
 from fvae.errors import DataError
 
 
