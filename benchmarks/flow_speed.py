@@ -62,8 +62,8 @@ def coupling_conv_shapes() -> list[tuple[int, int, int, int]]:
     for _ in range(cfg.flow_levels):
         c, h = 4 * c, h // 2
         half = c // 2
-        shapes += [(half, cfg.flow_width, 3, h), (cfg.flow_width, cfg.flow_width, 1, h),
-                   (cfg.flow_width, 2 * (c - half), 3, h)]
+        shapes += [(half, cfg.flow_widths[0], 3, h), (cfg.flow_widths[0], cfg.flow_widths[0], 1, h),
+                   (cfg.flow_widths[0], 2 * (c - half), 3, h)]
         c = half
     return shapes
 

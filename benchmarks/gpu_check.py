@@ -115,7 +115,7 @@ def normflows_rows(preset: str, batch: int, steps: int, device: torch.device) ->
     for mode, _, bf16 in (MODES[0], MODES[2]):
         torch.manual_seed(0)
         try:
-            glow = NormflowsGlow(config.flow_levels, config.flow_steps, config.flow_width, config.image_shape,
+            glow = NormflowsGlow(config.flow_levels, config.flow_steps[0], config.flow_widths[0], config.image_shape,
                                  config.model_shape)
             glow.model.to(device)
             x = torch.rand(batch, *config.image_shape, device=device)

@@ -174,7 +174,7 @@ def build(name: str):
         return FvaeAdapter(fvae.model_config(name, "mnist"))
     if name == "normflows_glow":
         cfg = fvae.model_config("glow", "mnist")
-        return NormflowsGlow(cfg.flow_levels, cfg.flow_steps, cfg.flow_width, cfg.image_shape, cfg.model_shape)
+        return NormflowsGlow(cfg.flow_levels, cfg.flow_steps[0], cfg.flow_widths[0], cfg.image_shape, cfg.model_shape)
     if name in ("pythae_vae", "pythae_vae_iaf"):
         return PythaeVAE(iaf=name.endswith("iaf"))
     raise ValueError(f"unknown model {name!r}")

@@ -27,8 +27,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import TensorDataset
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report import command_line, markdown_table, parser, write_report  # noqa: E402
 
 READ_BACKS = ("aten._local_scalar_dense",)
 KINDS = ("fvae", "composite", "vae", "glow")
@@ -88,6 +86,9 @@ def baseline_rows(source: Path, kinds: list[str], presets: list[str], steps: int
 
 
 def main() -> None:
+    # imported here: --baseline imports this module beside an earlier fvae, which report.py may not fit
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report import command_line, markdown_table, parser, write_report
     p = parser(__doc__)
     p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)

@@ -63,7 +63,9 @@ def peers(name: str) -> Callable[[], str]:
         meta = record.get("meta", {})
         return (f"{table}\n\n({record['budget_s'] / 60:.0f} minutes each on {record['data']}; bits/dim on the whole "
                 f"test split, the IW bound with K = {record['iw_samples']}; 1,000 samples scored at each model's "
-                f"temperature T. `{meta.get('command', '')}` on {meta.get('cpu', 'a CPU')}.)\n")
+                f"temperature T. `{meta.get('command', '')}` on {meta.get('cpu', 'a CPU')}"
+                + ("; the rows of models it did not train are kept from the earlier run of the same settings"
+                   if "--keep" in meta.get("command", "") else "") + ".)\n")
     return render
 
 

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a value refused as the command line was parsed (one line said)
         return done.code
+    args.command_line = " ".join(["fvae", *(sys.argv[1:] if argv is None else map(str, argv))])
     module, function = args.func.rsplit(".", 1)
     try:
         return getattr(importlib.import_module(f"fvae.commands.{module}"), function)(args)

@@ -150,13 +150,10 @@ class ModelConfig:
     encoder_hidden: int | None = rule(64, int, 1, 8192, optional=True)
     # F (fvae, composite, glow): multi-scale Glow
     flow_levels: int = rule(2, int, 1, 10)
-    flow_steps: int = rule(4, int, 1, 512)
-    flow_width: int = rule(64, int, 1, 8192)
-    # the last (top, coarsest) level's steps, where it differs from flow_steps
-    flow_top_steps: int | None = rule(None, int, 1, 512, optional=True)
-    # steps and widths level by level (finest first), where they differ between levels
-    flow_level_steps: tuple[int, ...] | None = rule(None, tuple, item=Rule(int, 1, 512), optional=True)
-    flow_level_widths: tuple[int, ...] | None = rule(None, tuple, item=Rule(int, 1, 8192), optional=True)
+    # the steps and the coupling nets' widths of F's levels, finest first: one value a level (a single
+    # number means it at every level; a list of one repeated value follows flow_levels)
+    flow_steps: tuple[int, ...] = rule((4, 4), tuple, item=Rule(int, 1, 512))
+    flow_widths: tuple[int, ...] = rule((64, 64), tuple, item=Rule(int, 1, 8192))
     # the split-off halves' prior: a zero-init conv3x3 of the kept half (None, Glow's), or a
     # coupling-style net of this width
     split_prior_width: int | None = rule(None, int, 1, 8192, optional=True)
@@ -164,6 +161,8 @@ class ModelConfig:
     mixing: str = rule("conv1x1_lu", str, choices=MIXINGS)
     # composite: steps of the unconditional flow F1 between its two conditional affine steps
     inner_flow_steps: int = rule(2, int, 1, 512)
+    # composite: the coupling nets' width in F1 (None: the width of F's finest level)
+    inner_flow_width: int | None = rule(None, int, 1, 8192, optional=True)
     # trained scales: sigma1 (posterior, fvae) and sigma2 (decoder, fvae, composite, vae), in model units.
     # Both start near the data's quantization noise, where the f-VAE starts close to case 2 (on
     # MNIST-5k, 500 steps: 3.2 test bits/dim against 5.1 from the paper code's sigma1 = 1).
@@ -202,12 +201,19 @@ class ModelConfig:
     class_decoder: bool = rule(False, bool)
 
     def __post_init__(self):
-        check_fields(self)
-        for name in ("flow_level_steps", "flow_level_widths"):
+        for name in PER_LEVEL:  # a single number: that value at every level
             value = getattr(self, name)
-            if value is not None and len(value) != self.flow_levels:
-                raise ConfigError(f"model.{name}: {list(value)} is not allowed; expected one value per level of the "
-                                  f"flow ({self.flow_levels}, model.flow_levels)")
+            if isinstance(value, int) and not isinstance(value, bool) and isinstance(self.flow_levels, int):
+                object.__setattr__(self, name, (value,) * max(1, self.flow_levels))
+        check_fields(self)
+        for name in PER_LEVEL:
+            value = getattr(self, name)
+            if len(value) != self.flow_levels:
+                if len(set(value)) > 1:
+                    raise ConfigError(f"model.{name}: {list(value)} has {len(value)} values for {self.flow_levels} "
+                                      f"levels (model.flow_levels); give one value per level, finest first, or a "
+                                      f"single number for every level")
+                object.__setattr__(self, name, value[:1] * self.flow_levels)
         if self.pad_to is not None and self.pad_to < max(self.image_shape[1:]):
             raise ConfigError(f"model.pad_to: {self.pad_to} is not allowed; expected at least the image's height "
                               f"and width, {self.image_shape[1]}x{self.image_shape[2]}")
@@ -225,18 +231,6 @@ class ModelConfig:
             raise ConfigError(f"model.likelihood: {self.likelihood!r} is not allowed for a glow, whose decoder "
                               f"is case 2's fixed Gaussian; expected 'gaussian'")
 
-
-    def level_steps(self) -> tuple[int, ...]:
-        """Steps of each level of ``F``, finest first: ``flow_level_steps``, else ``flow_steps``
-        at every level, the top's replaced by ``flow_top_steps`` where given."""
-        steps = list(self.flow_level_steps or [self.flow_steps] * self.flow_levels)
-        if self.flow_top_steps:
-            steps[-1] = self.flow_top_steps
-        return tuple(steps)
-
-    def level_widths(self) -> tuple[int, ...]:
-        """The coupling nets' width at each level of ``F``: ``flow_level_widths`` or ``flow_width``."""
-        return tuple(self.flow_level_widths or [self.flow_width] * self.flow_levels)
 
     @property
     def num_conditions(self) -> int:
@@ -335,7 +329,7 @@ class RunConfig:
         if "fid_samples" in train:  # the name before the sample score (fvae 0.1)
             train["score_samples"] = train.pop("fid_samples")
         return cls(
-            model=_build(ModelConfig, d.get("model", {}), "model"),
+            model=_build(ModelConfig, upgrade_model_fields(d.get("model", {})), "model"),
             train=_build(TrainConfig, train, "train"),
             data=_build(DataConfig, d.get("data", {}), "data"),
             preset=d.get("preset", "mnist"),
@@ -405,17 +399,53 @@ def _build(cls, values: dict[str, Any], section: str):
     return cls(**values)
 
 
-# the per-level lists that refine a field: overriding the field alone (model.flow_steps=2) means it
-# for every level, so those lists are dropped unless they are overridden too
-REFINED_BY = {"flow_steps": ("flow_level_steps",), "flow_width": ("flow_level_widths",),
-              "flow_levels": ("flow_level_steps", "flow_level_widths")}
+# the per-level fields of F, and the names they had before (accepted wherever fields are read)
+PER_LEVEL = ("flow_steps", "flow_widths")
+FORMER_NAMES = {"flow_steps": ("flow_top_steps", "flow_level_steps"), "flow_widths": ("flow_width", "flow_level_widths")}
+FORMER_PER_LEVEL = tuple(name for names in FORMER_NAMES.values() for name in names)
 
 
-def drop_refinements(model_fields: dict[str, Any], overridden: set[str]) -> dict[str, Any]:
-    """``model_fields`` with the per-level lists of every overridden field in :data:`REFINED_BY`
-    set to None, unless they are themselves in ``overridden``."""
-    dropped = {refinement for name in overridden for refinement in REFINED_BY.get(name, ())} - overridden
-    return {k: (None if k in dropped else v) for k, v in model_fields.items()}
+def merge_model_fields(fields: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with ``changes`` applied, a changed per-level field's other names (current or
+    former: ``flow_widths`` and ``flow_width``) dropped from ``fields``, so that the change wins."""
+    merged = dict(fields)
+    for name in changes:
+        current = name if name in FORMER_NAMES else next((c for c, f in FORMER_NAMES.items() if name in f), None)
+        if current is not None:
+            for other in (current, *FORMER_NAMES[current]):
+                merged.pop(other, None)
+    return {**merged, **changes}
+
+
+def upgrade_model_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Model fields with the per-level fields of earlier versions turned into ``flow_steps`` and
+    ``flow_widths`` (a value a level), nothing dropped: ``flow_level_steps`` or ``flow_level_widths``
+    where given; else a single ``flow_steps`` or ``flow_width`` for every level, ``flow_top_steps``
+    replacing the top level's steps."""
+    fields = dict(fields)
+    if not any(k in fields for k in FORMER_PER_LEVEL):
+        return fields
+    levels = fields.get("flow_levels", ModelConfig.__dataclass_fields__["flow_levels"].default)
+    levels = levels if isinstance(levels, int) and levels > 0 else 1
+    level_steps, level_widths = fields.pop("flow_level_steps", None), fields.pop("flow_level_widths", None)
+    width, top = fields.pop("flow_width", None), fields.pop("flow_top_steps", None)
+    if isinstance(fields.get("flow_steps"), (list, tuple)) and (level_steps is not None or top is not None):
+        level_steps, top = None, None  # given beside the list by a newer caller: the list wins
+    if isinstance(fields.get("flow_widths"), (list, tuple)) and (level_widths is not None or width is not None):
+        level_widths, width = None, None
+    if level_steps is not None:
+        fields["flow_steps"] = level_steps
+    elif isinstance(fields.get("flow_steps"), int):
+        fields["flow_steps"] = (fields["flow_steps"],) * levels
+    if top is not None and isinstance(fields.get("flow_steps"), (list, tuple)):
+        fields["flow_steps"] = (*fields["flow_steps"][:-1], top)
+    if level_widths is not None:
+        fields["flow_widths"] = level_widths
+    elif width is not None:
+        fields["flow_widths"] = width
+    if width is not None and fields.get("kind") == "composite":
+        fields["inner_flow_width"] = width  # F1's nets were flow_width wide
+    return fields
 
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
@@ -434,11 +464,9 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 
 
 def apply_values(config: RunConfig, values: dict[str, Any]) -> RunConfig:
-    """``config`` with fields set by name: ``{"model.flow_width": 64, "train.lr": 1e-4}``, or a
-    section's dict, ``{"model": {"flow_width": 64}}``. Setting a model field that a per-level list
-    refines (``flow_levels``...) drops that list unless it is set too."""
+    """``config`` with fields set by name: ``{"model.flow_widths": [64, 64], "train.lr": 1e-4}``, or a
+    section's dict, ``{"model": {"flow_widths": 64}}`` (a single number: every level)."""
     d = config.to_dict()
-    model_overridden = set()
     for key, value in values.items():
         section, dot, name = key.partition(".")
         if section in ("model", "train", "data") and not dot and isinstance(value, dict):
@@ -449,10 +477,10 @@ def apply_values(config: RunConfig, values: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"config key {short(key)} must look like section.field (or a section's dict), "
                               f"section one of model, train, data")
         for section, name, value in pairs:
-            if name not in d[section]:
+            if name not in d[section] and not (section == "model" and name in FORMER_PER_LEVEL):
                 raise ConfigError(f"unknown {section} config field {name!r}; known: {sorted(d[section])}")
-            d[section][name] = value
             if section == "model":
-                model_overridden.add(name)
-    d["model"] = drop_refinements(d["model"], model_overridden)
+                d["model"] = merge_model_fields(d["model"], {name: value})
+            else:
+                d[section][name] = value
     return RunConfig.from_dict(d)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig, drop_refinements
+from fvae.config import DataConfig, ModelConfig, RunConfig, TrainConfig, merge_model_fields, upgrade_model_fields
 from fvae.errors import InputError
 
 _MNIST = dict(image_shape=(1, 28, 28))
@@ -26,38 +26,37 @@ _CIFAR = dict(image_shape=(3, 32, 32))
 # too (README, Class-conditional models)
 _MNIST_E = dict(pad_to=32, encoder_levels=1, encoder_blocks=2, encoder_hidden=64, likelihood="discretized",
                 sigma1_init=0.05, sigma2_init=0.05)
-_MNIST_F = dict(flow_levels=5, flow_steps=8, flow_level_steps=(8, 8, 4, 4, 4), flow_width=96,
-                flow_level_widths=(64, 64, 96, 128, 128), class_couplings=True)
+_MNIST_F = dict(flow_levels=5, flow_steps=(8, 8, 4, 4, 4), flow_widths=(64, 64, 96, 128, 128), class_couplings=True)
 _PAPER_E = dict(encoder_levels=3, encoder_blocks=12, encoder_hidden=None)
-_PAPER_F = dict(flow_levels=4, flow_steps=12, flow_width=256, coupling="additive", mixing="shuffle")
+_PAPER_F = dict(flow_levels=4, flow_steps=12, flow_widths=256, coupling="additive", mixing="shuffle")
 _PAPER_TRAIN = TrainConfig(batch_size=32, lr=1e-4, max_steps=100_000, sample_every=1000, checkpoint_every=1000)
 
 MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
     "mnist": {
         "fvae": ModelConfig("fvae", **_MNIST, **_MNIST_E, **_MNIST_F),
-        "composite": ModelConfig("composite", **_MNIST, **_MNIST_E, **_MNIST_F, inner_flow_steps=2),
+        "composite": ModelConfig("composite", **_MNIST, **_MNIST_E, **_MNIST_F, inner_flow_steps=2, inner_flow_width=96),
         "vae": ModelConfig("vae", **_MNIST, encoder_levels=2, encoder_blocks=2, encoder_hidden=64, latent_dim=32,
                            likelihood="discretized", sigma2_init=0.05),
         # Glow on the same padded images, down to a 2x2 top (what won at equal time: docs/experiments.md)
-        "glow": ModelConfig("glow", **_MNIST, data_scale=1.0, pad_to=32, flow_levels=4, flow_steps=12, flow_width=96,
+        "glow": ModelConfig("glow", **_MNIST, data_scale=1.0, pad_to=32, flow_levels=4, flow_steps=12, flow_widths=96,
                             class_couplings=True),
     },
     # the digits' models on clothes: same shape, same architecture (README, Presets)
     "fashion-mnist": {},
     "cifar10": {
         "fvae": ModelConfig("fvae", **_CIFAR, encoder_levels=2, encoder_blocks=4, encoder_hidden=128,
-                            flow_levels=3, flow_steps=8, flow_width=256),
+                            flow_levels=3, flow_steps=8, flow_widths=256),
         "composite": ModelConfig("composite", **_CIFAR, encoder_levels=2, encoder_blocks=4, encoder_hidden=128,
-                                 flow_levels=3, flow_steps=8, flow_width=256, inner_flow_steps=4),
+                                 flow_levels=3, flow_steps=8, flow_widths=256, inner_flow_steps=4),
         "vae": ModelConfig("vae", **_CIFAR, encoder_levels=3, encoder_blocks=4, encoder_hidden=128, latent_dim=128),
-        "glow": ModelConfig("glow", **_CIFAR, data_scale=1.0, flow_levels=3, flow_steps=32, flow_width=512),
+        "glow": ModelConfig("glow", **_CIFAR, data_scale=1.0, flow_levels=3, flow_steps=32, flow_widths=512),
     },
     "celebahq64": {
         "fvae": ModelConfig("fvae", image_shape=(3, 64, 64), **_PAPER_E, **_PAPER_F),
         "composite": ModelConfig("composite", image_shape=(3, 64, 64), **_PAPER_E, **_PAPER_F, inner_flow_steps=4),
         "vae": ModelConfig("vae", image_shape=(3, 64, 64), **_PAPER_E, latent_dim=256),
         "glow": ModelConfig("glow", image_shape=(3, 64, 64), data_scale=1.0, flow_levels=4, flow_steps=32,
-                            flow_width=512),
+                            flow_widths=512),
     },
     "celebahq128": {
         "fvae": ModelConfig("fvae", image_shape=(3, 128, 128), **_PAPER_E, **_PAPER_F),
@@ -65,7 +64,7 @@ MODEL_PRESETS: dict[str, dict[str, ModelConfig]] = {
                                  inner_flow_steps=4),
         "vae": ModelConfig("vae", image_shape=(3, 128, 128), **_PAPER_E, latent_dim=512),
         "glow": ModelConfig("glow", image_shape=(3, 128, 128), data_scale=1.0, flow_levels=5, flow_steps=32,
-                            flow_width=512),
+                            flow_widths=512),
     },
 }
 
@@ -95,15 +94,15 @@ PRESETS = tuple(MODEL_PRESETS)
 
 
 def model_config(kind: str, preset: str = "mnist", **overrides) -> ModelConfig:
-    """The ``kind`` model of ``preset``, with fields replaced by ``overrides`` (a field alone, such as
-    ``flow_steps``, for every level: :func:`~fvae.config.drop_refinements`)."""
+    """The ``kind`` model of ``preset``, with fields replaced by ``overrides`` (``flow_steps=2``: two
+    steps at every level; the names of earlier versions too: :func:`~fvae.config.upgrade_model_fields`)."""
     if preset not in MODEL_PRESETS:
         raise InputError(f"unknown preset {preset!r}: expected one of {PRESETS}")
     if kind not in MODEL_PRESETS[preset]:
         raise InputError(f"unknown model {kind!r}: expected one of {tuple(MODEL_PRESETS[preset])}")
     base = MODEL_PRESETS[preset][kind]
-    fields = drop_refinements({f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, set(overrides))
-    return ModelConfig(**{**fields, **overrides})
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    return ModelConfig(**upgrade_model_fields(merge_model_fields(fields, overrides)))
 
 
 # where a model kind trains best with other settings than its preset's (measured on the embedded digits)

@@ -61,9 +61,26 @@ def from_patches(model, patches):
 
 
 def one_line_error(done, code=2):
-    """The one stderr line (notes aside) of a command that failed with ``code``, no traceback."""
+    """The one stderr line (notes and the run's data line aside) of a command that failed with ``code``,
+    no traceback."""
     assert done.returncode == code, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("note:")]
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("note:", "data:"))]
     assert len(lines) == 1, done.stderr
     return lines[0]
+
+
+def run_cli(*args, cwd=None, timeout=None):
+    """``fvae ARGS`` run in this process (no interpreter start-up or imports to pay), as a
+    ``CompletedProcess`` with its exit code and its stdout and stderr."""
+    import contextlib
+    import io
+    import subprocess
+
+    import fvae.cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            (contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext()):
+        code = fvae.cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(["fvae", *map(str, args)], code, out.getvalue(), err.getvalue())

@@ -71,6 +71,7 @@ def test_flow_speed_times_the_convolutions_of_the_glow_preset():
     assert set(coupling_conv_shapes()) == seen
 
 
+@pytest.mark.slow
 def test_flow_speed_runs(tmp_path):
     pytest.importorskip("normflows")
     done = subprocess.run([sys.executable, str(BENCHMARKS / "flow_speed.py"), "--rounds", "2", "--sample-batch", "8",
@@ -82,6 +83,7 @@ def test_flow_speed_runs(tmp_path):
     assert len(result["coupling_convs"]) == 3 * fvae.model_config("glow", "mnist").flow_levels  # three a level
 
 
+@pytest.mark.slow
 def test_memory_format_benchmark_runs(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "memory_format.py"), "--models", "mnist:vae", "--rounds",
                            "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -127,6 +129,7 @@ def test_data_speed_runs(tmp_path):
     assert row["gpu_train_images_per_s_estimate"] > 0
 
 
+@pytest.mark.slow
 def test_validate_score_writes_its_table(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "validate_score.py"), "--seeds", "2", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=600)

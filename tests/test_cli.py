@@ -1,10 +1,8 @@
 """Every command on run folders made by a tiny ``fvae train``, as a user runs them."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 TINY = ["model.pad_to=null", "model.flow_levels=2",
         "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
@@ -13,9 +11,7 @@ TINY = ["model.pad_to=null", "model.flow_levels=2",
 
 
 def fvae_cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "fvae.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return run_cli(*args)
 
 
 def ok(*args):

@@ -8,7 +8,9 @@ from fvae.cli import build_parser
 
 BAD = ("0", "-5", "nan", "inf", "1e12", "text")
 # flags for which 0 is a meaningful value
-ZERO_OK = {"--seed", "--num-samples", "--score-samples", "--fid-samples", "--classes"}
+ZERO_OK = {"--seed", "--num-samples", "--score-samples", "--fid-samples", "--classes", "--to"}
+# flags for which negative values are meaningful too (edit's strengths walk both ways)
+NEGATIVE_OK = {"--strengths"}
 
 
 def value_flags():
@@ -21,7 +23,8 @@ def value_flags():
 
 
 FLAGS = sorted(set(value_flags()))
-POSITIONAL = {"prepare": ["folder", "--out", "x"], "compare": ["run"], "score": ["images"]}
+POSITIONAL = {"prepare": ["folder", "--out", "x"], "compare": ["run"], "score": ["images"],
+              "transfer": ["run", "image.png"], "edit": ["run", "image.png", "--from", "a", "--to", "b"]}
 
 
 def test_the_flags_under_test_are_the_numeric_and_choice_ones():
@@ -32,7 +35,7 @@ def test_the_flags_under_test_are_the_numeric_and_choice_ones():
 @pytest.mark.parametrize("command,flag", FLAGS)
 def test_every_bad_value_of_every_flag_exits_2_with_one_line(command, flag, capsys):
     for value in BAD:
-        if value == "0" and flag in ZERO_OK:
+        if (value == "0" and flag in ZERO_OK | NEGATIVE_OK) or (value == "-5" and flag in NEGATIVE_OK):
             continue
         with pytest.raises(SystemExit) as exit_:
             build_parser().parse_args([command, *POSITIONAL.get(command, ["run"]), f"{flag}={value}"])

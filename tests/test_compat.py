@@ -8,11 +8,10 @@ config.yaml), whose coupling nets did not take the class (``model.class_coupling
 their config): the same, at the four digits' labels.
 """
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 import torch
 from safetensors.torch import load_file
 
@@ -63,7 +62,7 @@ def test_commands_and_resume_work_on_runs_of_earlier_releases(version, tmp_path)
     shutil.copytree(FIXTURES / version / "fvae", run)
     for args in (["sample", str(run), "--num", "4"], ["train", "--resume", "--out", str(run), "--max-steps", "3",
                                                       "--no-progress"]):
-        done = subprocess.run([sys.executable, "-m", "fvae", *args], capture_output=True, text=True, timeout=300)
+        done = run_cli(*args)
         assert done.returncode == 0, done.stderr
     assert (run / "samples_T1.png").exists()
     assert load_model(run)[2].name == "step-00000003"

@@ -1,10 +1,9 @@
 """Datasets: the embedded digits, image folders, and the errors for bad input."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 import torch
 from PIL import Image
 
@@ -179,11 +178,11 @@ def test_a_broken_gzip_stream_is_a_one_line_error(tmp_path):
 
 def test_fvae_train_on_fashion_mnist_by_its_preset_end_to_end(tmp_path):
     write_idx(tmp_path / "FashionMNIST" / "raw", gzipped=True, count=256)
-    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--preset", "fashion-mnist", "--data-root",
+    done = run_cli("train", "--preset", "fashion-mnist", "--data-root",
                            str(tmp_path), "--offline", "--out", str(tmp_path / "run"), "--max-steps", "2",
                            "--no-progress", "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1",
                            "model.flow_width=8", "train.batch_size=16", "train.eval_batches=1",
-                           "train.score_samples=0"], capture_output=True, text=True, timeout=300)
+                           "train.score_samples=0")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
     config = RunConfig.load_yaml(tmp_path / "run" / "config.yaml")
@@ -199,7 +198,7 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     config = apply_overrides(run_config("glow", "cifar10"), ["model.flow_steps=3", "train.temperatures=[0.5]"])
     config.save_yaml(tmp_path / "c.yaml")
     assert RunConfig.load_yaml(tmp_path / "c.yaml") == config
-    assert config.model.flow_steps == 3 and config.train.temperatures == (0.5,)
+    assert config.model.flow_steps == (3, 3, 3) and config.train.temperatures == (0.5,)
     with pytest.raises(ValueError, match="unknown model config field 'flow_stepz'"):
         apply_overrides(config, ["model.flow_stepz=3"])
 
@@ -213,13 +212,10 @@ def _random_folder(root, count, size=(48, 40)):
 
 def test_prepare_writes_the_pixels_the_folder_gives(tmp_path):
     import json
-    import subprocess
-    import sys
 
     folder = _random_folder(tmp_path / "images", 30)
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "prepare", str(folder), "--preset", "cifar10",
-                           "--out", str(tmp_path / "prepared"), "--workers", "2"], capture_output=True, text=True,
-                          timeout=300)
+    done = run_cli("prepare", str(folder), "--preset", "cifar10",
+                           "--out", str(tmp_path / "prepared"), "--workers", "2")
     assert done.returncode == 0, done.stderr
     info = json.loads((tmp_path / "prepared" / "prepared.json").read_text())
     assert info["counts"] == {"train": 27, "test": 3} and info["image_shape"] == [3, 32, 32]
@@ -231,8 +227,8 @@ def test_prepare_writes_the_pixels_the_folder_gives(tmp_path):
             assert torch.equal(raw[i][0], prepared[i][0]) and prepared[i][1] == -1
     with pytest.raises(DataError, match="prepared for images of shape"):
         load_dataset(DataConfig(str(tmp_path / "prepared")), "train", (3, 64, 64))
-    again = subprocess.run([sys.executable, "-m", "fvae.cli", "prepare", str(folder), "--out",
-                            str(tmp_path / "prepared")], capture_output=True, text=True, timeout=300)
+    again = run_cli("prepare", str(folder), "--out",
+                            str(tmp_path / "prepared"))
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
@@ -260,8 +256,7 @@ def test_a_damaged_prepared_folder_is_a_one_line_error(tmp_path, damage, message
     digits = embedded_mnist("test")
     prepare({"train": digits, "test": digits}, "embedded", (1, 28, 28), folder, progress=False)
     damage(folder)
-    done = subprocess.run([sys.executable, "-m", "fvae", "train", "--data", str(folder), "--out",
-                           str(tmp_path / "run"), "--max-steps", "1", "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+    done = run_cli("train", "--data", str(folder), "--out",
+                           str(tmp_path / "run"), "--max-steps", "1", "--no-progress")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr

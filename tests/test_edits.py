@@ -1,10 +1,9 @@
 """Editing in latent space: class transfer, attribute directions, continuous contexts, and the
 style measures their benchmarks use."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 import torch
 from PIL import Image
 
@@ -104,8 +103,7 @@ def test_a_thin_to_thick_direction_thickens_digits_monotonically():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "fvae.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return run_cli(*args)
 
 
 def test_fvae_transfer_and_edit_write_their_grids(tmp_path):

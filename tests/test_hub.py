@@ -1,9 +1,8 @@
 """Hugging Face folders: save -> load gives the same model, and the wrong folder is refused."""
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 import torch
 from test_models import KINDS, images, tiny
 
@@ -65,14 +64,12 @@ def test_a_damaged_folder_is_a_clear_error(tmp_path, damage, message):
 
 def test_export_writes_a_loadable_folder_from_a_run(tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "train", "--max-steps", "4", "--ema", "0.9",
+    done = run_cli("train", "--max-steps", "4", "--ema", "0.9",
                            "--no-progress", "--out", str(run), "model.encoder_blocks=1", "model.encoder_hidden=8",
                            "model.flow_steps=1", "model.flow_width=16", "train.batch_size=16",
-                           "train.eval_batches=1", "train.score_samples=0"], capture_output=True, text=True,
-                          timeout=300)
+                           "train.eval_batches=1", "train.score_samples=0")
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "export", str(run), "--out", str(tmp_path / "hf")],
-                          capture_output=True, text=True, timeout=300)
+    done = run_cli("export", str(run), "--out", str(tmp_path / "hf"))
     assert done.returncode == 0, done.stderr
     exported = fvae.from_pretrained(tmp_path / "hf")
     ema, _, _ = load_model(run)

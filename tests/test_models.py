@@ -16,9 +16,9 @@ VARIANTS = (*KINDS, "fvae-top-split", "fvae-pad", "glow-pad", "fvae-ar")
 TINY = dict(image_shape=(1, 8, 8), pad_to=None, encoder_blocks=1, encoder_hidden=8, flow_levels=2,
             flow_steps=2, flow_width=16, inner_flow_steps=1, latent_dim=6)
 VARIANT_OVERRIDES = {
-    "fvae-top-split": ("fvae", {"flow_top_steps": 3, "split_prior_width": 8}),
-    "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_level_steps": (2, 1, 1),
-                          "flow_level_widths": (16, 8, 8), "pad_value": 3}),
+    "fvae-top-split": ("fvae", {"flow_steps": (2, 3), "split_prior_width": 8}),
+    "fvae-pad": ("fvae", {"pad_to": 16, "encoder_levels": 2, "flow_levels": 3, "flow_steps": (2, 1, 1),
+                          "flow_widths": (16, 8, 8), "pad_value": 3}),
     "glow-pad": ("glow", {"pad_to": 12, "flow_levels": 2}),
     "fvae-ar": ("fvae", {"prior_ar_width": 12}),
     "fvae-fit-after": ("fvae", {"prior_components": 3, "prior_fit": "after"}),
@@ -128,7 +128,7 @@ def test_kl_and_decoder_constants_make_sigma2_finite():
 
 @pytest.mark.parametrize("kind", VARIANTS)
 def test_mnist_presets_have_finite_gradients_for_every_parameter(kind):
-    overrides = {"flow_top_steps": 3, "split_prior_width": 8} if kind == "fvae-top-split" else {}
+    overrides = {"flow_steps": (8, 8, 4, 4, 3), "split_prior_width": 8} if kind == "fvae-top-split" else {}
     _check_gradients(fvae.build_model(kind.split("-")[0], "mnist", **overrides), batch=4)
 
 
@@ -261,8 +261,8 @@ def test_steps_and_widths_per_level_build_those_levels():
     assert model.flow.out_shapes[-1] == (64, 1, 1)
     top_convs = [conv for conv in model.flow.flows[-1].modules() if isinstance(conv, torch.nn.Conv2d)]
     assert {conv.kernel_size for conv in top_convs} == {(1, 1)}
-    with pytest.raises(fvae.config.ConfigError, match="one value per level"):
-        tiny("fvae", flow_level_steps=(2, 2, 2))
+    with pytest.raises(fvae.config.ConfigError, match="has 3 values for 2 levels.*one value per level"):
+        tiny("fvae", flow_steps=(2, 3, 2))
 
 
 def test_the_discretized_decoder_is_a_distribution_over_the_256_pixel_values():
@@ -535,16 +535,25 @@ def test_a_prior_fitted_after_training_tightens_the_bound_on_test_images(kind):
     assert after > before + 0.5, (before, after)
 
 
-def test_overriding_a_field_for_every_level_replaces_its_per_level_list():
-    from fvae.config import apply_overrides
+def test_per_level_fields_are_one_explicit_list_that_never_drops_a_value():
+    from fvae.config import ConfigError, RunConfig, apply_overrides
     from fvae.presets import run_config
 
     preset = run_config("fvae", "mnist").model
-    assert preset.flow_level_steps is not None
+    assert preset.flow_steps == (8, 8, 4, 4, 4) and preset.flow_widths == (64, 64, 96, 128, 128)
     every = apply_overrides(run_config("fvae", "mnist"), ["model.flow_steps=2"]).model
-    assert every.flow_level_steps is None and every.level_steps() == (2,) * preset.flow_levels
-    both = apply_overrides(run_config("fvae", "mnist"), ["model.flow_steps=2", "model.flow_level_steps=[3,3,2,1,1]"])
-    assert both.model.level_steps() == (3, 3, 2, 1, 1)
-    fewer = fvae.model_config("fvae", "mnist", flow_levels=3)
-    assert fewer.level_steps() == (preset.flow_steps,) * 3 and fewer.level_widths() == (preset.flow_width,) * 3
-    assert fvae.model_config("fvae", "mnist", flow_width=8).level_widths() == (8,) * preset.flow_levels
+    assert every.flow_steps == (2,) * 5 and every.flow_widths == preset.flow_widths
+    listed = apply_overrides(run_config("fvae", "mnist"), ["model.flow_steps=[3,3,2,1,1]"]).model
+    assert listed.flow_steps == (3, 3, 2, 1, 1)
+    with pytest.raises(ConfigError, match=r"model.flow_steps: \[8, 8, 4, 4, 4\] has 5 values for 3 levels"):
+        fvae.model_config("fvae", "mnist", flow_levels=3)  # the preset's lists are not cut silently
+    fewer = fvae.model_config("fvae", "mnist", flow_levels=3, flow_steps=2, flow_widths=(8, 8, 16))
+    assert fewer.flow_steps == (2, 2, 2) and fewer.flow_widths == (8, 8, 16)
+    uniform = fvae.model_config("fvae", "cifar10", flow_levels=2)  # one repeated value follows the levels
+    assert uniform.flow_steps == (8, 8) and uniform.flow_widths == (256, 256)
+    # the names of earlier versions, as their config files hold them, become the lists
+    old = {"model": {"kind": "fvae", "flow_levels": 3, "flow_steps": 4, "flow_top_steps": 2, "flow_width": 32}}
+    assert RunConfig.from_dict(old).model.flow_steps == (4, 4, 2) and RunConfig.from_dict(old).model.flow_widths == (32,) * 3
+    old["model"].update(flow_level_steps=[5, 6, 7], flow_level_widths=[8, 9, 10], flow_top_steps=None)
+    assert RunConfig.from_dict(old).model.flow_steps == (5, 6, 7) and RunConfig.from_dict(old).model.flow_widths == (8, 9, 10)
+    assert fvae.model_config("fvae", "mnist", flow_width=8).flow_widths == (8,) * 5

@@ -17,7 +17,7 @@ from fvae.presets import model_config
 
 TINY = {"train.max_steps": 2, "train.batch_size": 8, "train.eval_batches": 1, "train.score_samples": 0,
         "train.sample_every": 1000, "model": {"encoder_hidden": 8, "encoder_blocks": 1, "flow_steps": 1,
-                                              "flow_width": 16}}
+                                              "flow_widths": 16}}
 
 
 @pytest.mark.parametrize("shape", [(40, 8, 8), (40, 28, 28), (40, 3, 32, 32), (40, 3, 48, 64)])
@@ -27,7 +27,7 @@ def test_arrays_of_any_shape_train_a_model_laid_out_for_them(shape, tmp_path, ca
     image_shape = (1, *shape[1:]) if len(shape) == 3 else shape[1:]
     assert tuple(model.sample(2).shape) == (2, *image_shape) and np.isfinite(summary["test_bpd"])
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
-    assert tuple(saved["image_shape"]) == image_shape and saved["flow_width"] == 16 and saved["encoder_hidden"] == 8
+    assert tuple(saved["image_shape"]) == image_shape and saved["flow_widths"] == [16] * len(saved["flow_steps"]) and saved["encoder_hidden"] == 8
     err = capsys.readouterr().err
     assert ("not the mnist preset's" in err) == (image_shape != (1, 28, 28))
 
@@ -37,7 +37,7 @@ def test_the_layout_pads_and_cuts_levels_to_the_images_size():
     assert squeezes(base) == 5 and base.pad_to == 32
     eight, changed = fit_to_shape(base, (1, 8, 8))
     assert squeezes(eight) == 3 and eight.pad_to is None and eight.flow_levels == 3
-    assert eight.flow_level_widths == base.flow_level_widths[:3] and "model.flow_levels=3" in changed
+    assert eight.flow_widths == base.flow_widths[:3] and "model.flow_levels=3" in changed
     wide, _ = fit_to_shape(base, (3, 48, 64))
     assert wide.pad_to == 64 and squeezes(wide) == 5
     assert fit_to_shape(base, (1, 28, 28)) == (base, "")
@@ -54,8 +54,8 @@ def test_every_config_field_can_be_set_from_python_and_unknown_ones_are_refused(
         fvae.train(data=images, **{"model.width": 64})
     with pytest.raises(ConfigError, match="unknown train config field 'widht'"):
         fvae.train(data=images, widht=3)
-    with pytest.raises(ConfigError, match="model.flow_width"):
-        fvae.train(data=images, **{"model.flow_width": -1})
+    with pytest.raises(ConfigError, match="model.flow_widths"):
+        fvae.train(data=images, **{"model.flow_widths": -1})
 
 
 @pytest.mark.parametrize("values, hint", [

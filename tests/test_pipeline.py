@@ -50,7 +50,7 @@ def test_train_on_a_dataset_and_resume(tmp_path):
 
 
 @pytest.mark.parametrize("data, message", [
-    (np.zeros((50, 3, 28, 28), dtype=np.uint8), "do not fit the model"),
+    (np.zeros((50, 5, 28, 28), dtype=np.uint8), "1 or 3 channels"),
     (np.zeros((50, 28, 28), dtype=np.float32), "must be uint8"),
     (np.zeros((5, 28, 28), dtype=np.uint8), "fewer than one batch"),
 ])
@@ -62,7 +62,7 @@ def test_unusable_data_is_a_clear_error(tmp_path, data, message):
 
 
 def test_unknown_or_bad_fields_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown train config fields"):
+    with pytest.raises(ConfigError, match="unknown train config field"):
         fvae.train(config=tiny_config(), data=digits(), out=tmp_path / "a", max_step=3)
     with pytest.raises(ConfigError, match="train.lr"):
         fvae.train(config=tiny_config(), data=digits(), out=tmp_path / "b", lr=-1.0)

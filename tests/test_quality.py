@@ -1,11 +1,9 @@
 """The sample score: its distances against references, and the ruler validated on degraded digits."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 import scipy.linalg
 import torch
 
@@ -113,14 +111,13 @@ def test_score_command_takes_the_labels_the_images_were_drawn_for(tmp_path):
     np.save(tmp_path / "digits.npy", test.tensors[0][:100].numpy())
     (tmp_path / "labels.txt").write_text("\n".join(str(int(y)) for y in test.tensors[1][:100]))
     out = tmp_path / "score.json"
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(tmp_path / "digits.npy"), "--labels",
-                           str(tmp_path / "labels.txt"), "--json", str(out)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = run_cli("score", str(tmp_path / "digits.npy"), "--labels",
+                           str(tmp_path / "labels.txt"), "--json", str(out))
     assert done.returncode == 0, done.stderr
     assert "class_accuracy" in done.stdout and json.loads(out.read_text())["class_accuracy"] >= 0.9
     (tmp_path / "short.txt").write_text("1\n2\n")
-    bad = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(tmp_path / "digits.npy"), "--labels",
-                          str(tmp_path / "short.txt")], capture_output=True, text=True, timeout=300)
+    bad = run_cli("score", str(tmp_path / "digits.npy"), "--labels",
+                          str(tmp_path / "short.txt"))
     assert bad.returncode == 2 and "expected 100 integer labels" in bad.stderr
 
 
@@ -181,12 +178,10 @@ def test_score_command_on_a_folder_and_an_array(tmp_path):
     for i, image in enumerate(images):
         Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
     np.save(tmp_path / "blank.npy", np.zeros((200, 28, 28), dtype=np.uint8))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     scores = {}
     for name, path in (("real", folder), ("blank", tmp_path / "blank.npy")):
         out = tmp_path / f"{name}.json"
-        done = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(path), "--json", str(out)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = run_cli("score", str(path), "--json", str(out))
         assert done.returncode == 0, done.stdout + done.stderr
         assert "recognizable" in done.stdout and "sharpness" in done.stdout
         scores[name] = json.loads(out.read_text())
@@ -203,8 +198,7 @@ def test_score_command_on_a_folder_and_an_array(tmp_path):
 ])
 def test_score_command_rejects_bad_arrays_in_one_line(tmp_path, content, message):
     np.save(tmp_path / "bad.npy", content)
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "score", str(tmp_path / "bad.npy")],
-                          capture_output=True, text=True, timeout=300)
+    done = run_cli("score", str(tmp_path / "bad.npy"))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and __import__("re").search(message, done.stderr)

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error
+from conftest import one_line_error, run_cli
 import torch
 from PIL import Image
 
 import fvae.cli
 import fvae.training.checkpoint
+from fvae.data.datasets import ImageFolder
 from fvae.config import ModelConfig, TrainConfig
 from fvae.training.checkpoint import (
     list_checkpoints,
@@ -34,8 +35,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "fvae.cli", *map(str, args)], env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +248,7 @@ def _yaml_text(value):
     return json.dumps(value)
 
 
+@pytest.mark.slow
 def test_hostile_config_values_are_refused_in_one_line_with_nothing_written(tmp_path, capsys):
     rng = random.Random(0)
     cases = []
@@ -309,7 +310,8 @@ def _folder(root, count, size=16):
 
 def test_an_unreadable_image_is_skipped_and_counted(tmp_path):
     folder = _folder(tmp_path / "images", 40)
-    (folder / "002.png").write_bytes(b"this is not a png")  # unreadable from the first epoch on
+    train = ImageFolder(folder, "train", (1, 8, 8)).files
+    train[0].write_bytes(b"this is not a png")  # a training image, unreadable from the first epoch on
     done = cli("train", "--no-progress", "--data", folder, "--out", tmp_path / "run", *TINY,
                "model.image_shape=[1,8,8]", "train.batch_size=8", "train.max_steps=12", "train.checkpoint_every=6")
     assert done.returncode == 0, done.stderr

@@ -1,10 +1,8 @@
 """The models that ship with fvae load offline by name and draw what their cards say."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 import torch
 
 import fvae
@@ -41,9 +39,8 @@ def test_a_shipped_model_loads_by_name_and_samples_score_as_its_card_says(name):
 
 
 def test_fvae_sample_takes_a_shipped_name_and_writes_beside_the_user(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "fvae.cli", "sample", "fvae-mnist", "--num", "16", "--temperatures",
-                           "0.6"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = run_cli("sample", "fvae-mnist", "--num", "16", "--temperatures",
+                           "0.6", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "fvae-mnist" / "samples_T0.6.png").exists()
     assert not any(p.name.startswith("samples_") for p in (SHIPPED / "fvae-mnist").iterdir())

@@ -60,7 +60,7 @@ def eval_record(checkpoint: Path, config, args: argparse.Namespace, metrics: dic
     return {
         "checkpoint": str(checkpoint), "step": checkpoint_step(checkpoint), "model": config.model.kind,
         "preset": config.preset, "dataset": dataset, "num_samples": args.num_samples,
-        "metrics": metrics, "command": " ".join(["fvae", *sys.argv[1:]]),
+        "metrics": metrics, "command": args.command_line,
         "versions": {"fvae": fvae.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "python": platform.python_version()},
         "seconds": round(time.time() - started, 2),

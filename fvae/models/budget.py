@@ -21,7 +21,7 @@ from fvae.flows.actnorm import ActNorm
 TRAINING_COPIES = 4
 # the fields that set a model's size, by kind
 _ENCODER = ("encoder_levels", "encoder_blocks", "encoder_hidden")
-_FLOW = ("flow_levels", "flow_steps", "flow_level_steps", "flow_width", "flow_level_widths")
+_FLOW = ("flow_levels", "flow_steps", "flow_widths")
 SIZE_FIELDS = {"fvae": _ENCODER + _FLOW, "composite": _ENCODER + _FLOW + ("inner_flow_steps",),
                "vae": _ENCODER + ("latent_dim",), "glow": _FLOW}
 

@@ -54,8 +54,8 @@ class FVAE(LatentFlowModel):
         super().__init__(config)
         self.latent_shape = encoded_shape(config)
         self.inner = self.build_inner(config)
-        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
-                                   config.level_widths(), config.coupling, config.mixing, squeeze_first=False,
+        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.flow_steps,
+                                   config.flow_widths, config.coupling, config.mixing, squeeze_first=False,
                                    split_width=config.split_prior_width, num_classes=config.num_conditions,
                                    class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)
@@ -98,8 +98,9 @@ class CompositeFVAE(FVAE):
 
     def build_inner(self, config: ModelConfig) -> FlowSequence:
         shape = encoded_shape(config)
-        inner_flow = MultiScaleGlow(shape, 1, config.inner_flow_steps, config.flow_width, config.coupling,
-                                    config.mixing, squeeze_first=False)
+        width = config.inner_flow_width or config.flow_widths[0]
+        inner_flow = MultiScaleGlow(shape, 1, config.inner_flow_steps, width, config.coupling, config.mixing,
+                                    squeeze_first=False)
         return FlowSequence(
             ConditionalAffine(AffineContext(make_encoder(config), shape[0])),
             inner_flow,

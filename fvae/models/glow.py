@@ -24,8 +24,8 @@ class Glow(LatentFlowModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.latent_shape = tuple(config.model_shape)
-        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.level_steps(),
-                                   config.level_widths(), config.coupling, config.mixing, squeeze_first=True,
+        self.flow = MultiScaleGlow(self.latent_shape, config.flow_levels, config.flow_steps,
+                                   config.flow_widths, config.coupling, config.mixing, squeeze_first=True,
                                    split_width=config.split_prior_width, num_classes=config.num_conditions,
                                    class_couplings=config.class_couplings)
         self.build_prior(self.flow.top_dims)

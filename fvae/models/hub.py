@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 
-from fvae.config import ConfigError, ModelConfig, as_plain_dict
+from fvae.config import ConfigError, ModelConfig, as_plain_dict, upgrade_model_fields
 from fvae.errors import PretrainedError
 from fvae.models.budget import check_budget
 from fvae.models.weights import WeightsError, load_weights
@@ -150,7 +150,7 @@ def read_model_config(config: dict | None, source: str) -> ModelConfig:
         raise PretrainedError(f"{source} was saved by fvae {made_by}, newer than this fvae {VERSION}; "
                               f"upgrade fvae to load it")
     try:
-        return ModelConfig(**config["model"])
+        return ModelConfig(**upgrade_model_fields(config["model"]))
     except (TypeError, ConfigError) as error:
         raise PretrainedError(f"{source}: {CONFIG_FILE} does not describe an fvae model: {error}") from error
 

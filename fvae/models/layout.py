@@ -40,10 +40,8 @@ def _cut_levels(config: ModelConfig, n: int) -> dict:
         encoder_levels = min(config.encoder_levels, max(1, n))
         flow_levels = max(1, n - encoder_levels + 1)
     fields = dict(encoder_levels=encoder_levels, flow_levels=flow_levels)
-    for name in ("flow_level_steps", "flow_level_widths"):
-        value = getattr(config, name)
-        if value is not None:
-            fields[name] = tuple(value[:flow_levels])
+    for name in ("flow_steps", "flow_widths"):
+        fields[name] = tuple(getattr(config, name)[:flow_levels])
     return fields
 
 

@@ -98,7 +98,7 @@ def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str 
     an image: the model is conditioned on it (``model.num_context = K``; ``model.sample(n,
     context)``).
     ``config``: a full :class:`RunConfig` instead of the preset's. ``fields``: any config field by
-    name, ``**{"model.flow_width": 64, "train.lr": 1e-4}`` or ``model={"flow_width": 64}``; a bare
+    name, ``**{"model.flow_widths": 64, "train.lr": 1e-4}`` or ``model={"flow_widths": 64}``; a bare
     name is a training field (``max_steps=500``, ``lr=3e-4``, ``ema_decay=0.999`` ...). ``out``: the
     run folder (default: a new temporary folder).
     """
