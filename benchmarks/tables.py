@@ -126,11 +126,48 @@ def train_speed() -> str:
                           ) + f"\n\nSpeed-up: {record['speedup']:.2f}x; test bits/dim gap {record['test_bpd_gap']:.4f}.\n"
 
 
+def score_graded() -> str:
+    rows = load("score_validation")["graded"]
+    return markdown_table(rows, ["degradation", "strength", "fid", "precision", "recall", "recognizable", "sharpness"],
+                          {"strength": "g", "fid": ".1f", "precision": ".3f", "recall": ".3f", "recognizable": ".3f",
+                           "sharpness": ".3f"}) + "\n"
+
+
+def score_spread() -> str:
+    spread = load("score_validation")["spread_over_seeds"]
+    keys = ["fid", "precision", "recall", "recognizable", "sharpness"]
+    rows = [{"of": name, **{k: f"{v[k]['mean']:.3g} ± {v[k]['std']:.2g}" for k in keys}} for name, v in spread.items()]
+    return markdown_table(rows, ["of", *keys], headers={"of": "1,000 images of"}) + "\n"
+
+
+def data_speed() -> str:
+    rows = load("data_speed")["rows"]
+    return markdown_table(
+        rows, ["preset", "folder_images_per_s_w0", "folder_images_per_s_w2", "prepared_images_per_s_w0",
+               "prepared_images_per_s_w2", "prepare_images_per_s", "cpu_train_images_per_s", "gflop_per_image"],
+        {k: ",.1f" for k in ("folder_images_per_s_w0", "folder_images_per_s_w2", "prepared_images_per_s_w0",
+                             "prepared_images_per_s_w2", "prepare_images_per_s", "cpu_train_images_per_s",
+                             "gflop_per_image")},
+        {"folder_images_per_s_w0": "raw folder, 0 workers", "folder_images_per_s_w2": "raw folder, 2 workers",
+         "prepared_images_per_s_w0": "prepared, 0 workers", "prepared_images_per_s_w2": "prepared, 2 workers",
+         "prepare_images_per_s": "`fvae prepare`", "cpu_train_images_per_s": "f-VAE training, this CPU",
+         "gflop_per_image": "f-VAE GFLOP per image (train step)"}) + "\n"
+
+
+def step_ops() -> str:
+    record = load("step_ops")
+    rows = record["rows"]
+    columns = [c for c in ("fvae", "kind", "preset", "batch", "parameters", "ops_per_step", "read_backs_per_step")
+               if any(c in r for r in rows)]
+    return markdown_table(rows, columns, {"parameters": ",", "ops_per_step": ",.0f", "read_backs_per_step": ".2f"}) + "\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "peers": peers("peers"), "peers_fashion": peers("peers_fashion"), "peers_30m": peers("peers_30m"),
     "peers_fashion_30m": peers("peers_fashion_30m"), "shipped": shipped, "latent_edits": latent_edits,
     "context": context, "train_speed": train_speed, "ood": ood, "conditional": peers("conditional"),
-    "edits_summary": edits_summary,
+    "edits_summary": edits_summary, "score_graded": score_graded, "score_spread": score_spread,
+    "data_speed": data_speed, "step_ops": step_ops,
 }
 
 
