@@ -157,9 +157,11 @@ def data_speed() -> str:
 def step_ops() -> str:
     record = load("step_ops")
     rows = record["rows"]
-    columns = [c for c in ("fvae", "kind", "preset", "batch", "parameters", "ops_per_step", "read_backs_per_step")
-               if any(c in r for r in rows)]
-    return markdown_table(rows, columns, {"parameters": ",", "ops_per_step": ",.0f", "read_backs_per_step": ".2f"}) + "\n"
+    columns = ["version", "preset", "kind", "batch", "ops_per_step", "read_backs_per_step", "parameters"]
+    return markdown_table(rows, columns, {"parameters": ",", "ops_per_step": ",.0f", "read_backs_per_step": ".2f"},
+                          {"ops_per_step": "ATen ops a step", "read_backs_per_step": "host read-backs a step"}) + (
+        f"\n\n(`{record['meta']['command']}`: counted over {record['steps']} steps after a warm-up step, "
+        f"between two log steps.)\n")
 
 
 TABLES: dict[str, Callable[[], str]] = {
