@@ -154,6 +154,15 @@ def data_speed() -> str:
          "gflop_per_image": "f-VAE GFLOP per image (train step)"}) + "\n"
 
 
+def own_shapes() -> str:
+    record = load("own_shapes")
+    return markdown_table(record["rows"], ["size", "pad_to", "flow_levels", "flow_steps", "steps", "test_bpd"],
+                          {"steps": ",", "test_bpd": ".3f"},
+                          {"pad_to": "padded to", "flow_levels": "F's levels", "flow_steps": "F's steps",
+                           "test_bpd": "test bits/dim (ELBO)"}) + (
+        f"\n\n(`{record['meta']['command']}`: {record['budget_s']:.0f} s of training each.)\n")
+
+
 def step_ops() -> str:
     record = load("step_ops")
     rows = record["rows"]
@@ -169,7 +178,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "peers_fashion_30m": peers("peers_fashion_30m"), "shipped": shipped, "latent_edits": latent_edits,
     "context": context, "train_speed": train_speed, "ood": ood, "conditional": peers("conditional"),
     "edits_summary": edits_summary, "score_graded": score_graded, "score_spread": score_spread,
-    "data_speed": data_speed, "step_ops": step_ops,
+    "data_speed": data_speed, "step_ops": step_ops, "own_shapes": own_shapes,
 }
 
 
