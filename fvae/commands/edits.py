@@ -9,7 +9,6 @@ Images are files, folders of image files, or ``.npy``/``.npz``/``.pt`` arrays, o
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
@@ -17,8 +16,6 @@ from torchvision.utils import save_image
 from fvae.commands.pictures import IMAGE_SUFFIXES
 from fvae.commands.runs import load_run_model, output_path
 from fvae.data.arrays import load_images
-from fvae.data.datasets import read_image, to_chw
-from fvae.data.folder_split import IMAGE_SUFFIXES as READABLE
 from fvae.errors import InputError
 from fvae.models import LatentFlowModel
 
@@ -26,14 +23,9 @@ from fvae.models import LatentFlowModel
 def read_inputs(paths: list[str], model: LatentFlowModel) -> torch.Tensor:
     """The images of every path (an image file, a folder of them, an array), ``(N, C, H, W)`` in
     ``[0, 1)`` on the model's device, checked against the model's image shape."""
-    channels = model.image_shape[0]
     batches = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_file() and path.suffix.lower() in READABLE:
-            batches.append(to_chw(read_image(path, channels))[None].float() / 255)
-        else:
-            batches.append(load_images(path, channels))
+    for path in paths:
+        batches.append(load_images(path, model.image_shape[0]))
         if tuple(batches[-1].shape[1:]) != model.image_shape:
             raise InputError(f"{path}: images of shape {tuple(batches[-1].shape[1:])}, the model takes "
                              f"{model.image_shape}")

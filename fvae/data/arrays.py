@@ -1,4 +1,4 @@
-"""Images to score, from files: a folder of image files or a saved array."""
+"""Images to score, from files: a folder of image files, one image file, or a saved array."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +31,8 @@ def _as_image_batch(array, source: str) -> torch.Tensor:
 
 def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
     """Images to score: a folder of image files (every one, sorted by path, read with ``channels``
-    channels), or a ``.npy``/``.npz``/``.pt`` array. Returns floats ``(N, C, H, W)`` in ``[0, 1]``
-    (non-finite values kept, for the caller to count)."""
+    channels), one image file, or a ``.npy``/``.npz``/``.pt`` array. Returns floats ``(N, C, H, W)``
+    in ``[0, 1]`` (non-finite values kept, for the caller to count)."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = image_files(path)
@@ -45,6 +45,8 @@ def load_images(path: str | Path, channels: int | None = None) -> torch.Tensor:
         return torch.stack(arrays).float() / 255
     if not path.exists():
         raise DataError(f"{path} does not exist")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return to_chw(read_image(path, channels))[None].float() / 255
     if path.suffix not in ARRAY_SUFFIXES:
         raise DataError(f"{path}: expected a folder of images or a {'/'.join(ARRAY_SUFFIXES)} file")
     try:

@@ -76,9 +76,10 @@ def split_folder(root: Path, split: str) -> tuple[list[Path], list[str], list[in
     the files, the class names, each file's class index (-1 without classes) and how the split was
     made, for the line a run prints."""
     test_dir, train_dir = root / "test", root / "train"
-    if test_dir.is_dir() and image_files(test_dir):
+    test_files = image_files(test_dir) if test_dir.is_dir() else []
+    if test_files:
         train_base = train_dir if train_dir.is_dir() else root
-        parts = {"test": (test_dir, image_files(test_dir)),
+        parts = {"test": (test_dir, test_files),
                  "train": (train_base, [f for f in image_files(train_base) if test_dir not in f.parents])}
         classes = sorted(set().union(*(class_folders(f, b) for b, f in parts.values() if f)))
         base, files = parts[split]

@@ -39,7 +39,7 @@ def images_dataset(images: Any) -> Dataset:
                         f"got shape {tuple(array.shape)}")
     if array.dtype != torch.uint8:
         low, high = float(array.min()), float(array.max())
-        if not array.is_floating_point() and not array.dtype == torch.bool and low >= 0 and high <= 255:
+        if not array.is_floating_point() and array.dtype != torch.bool and low >= 0 and high <= 255:
             array = array.to(torch.uint8)
         else:
             raise DataError(f"training images must be uint8 (0-255), got {array.dtype} with values in "
@@ -127,17 +127,17 @@ def train(kind: str = "fvae", preset: str = "mnist", data: Any = None, out: str 
         train_set, test_set = _split(images)
     if context is not None and not isinstance(data, (np.ndarray, torch.Tensor)):
         raise DataError("context= goes with an array of images as data (one context vector an image)")
-    if train_set is not None:
+    shape = image_shape_of(train_set) if train_set is not None else None
+    if shape is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, name="custom"))
-        model, changed = fit_to_shape(config.model, image_shape_of(train_set))
+        model, changed = fit_to_shape(config.model, shape)
         if changed:
-            print(f"fvae: images of shape {image_shape_of(train_set)}, not the {config.preset} preset's "
+            print(f"fvae: images of shape {shape}, not the {config.preset} preset's "
                   f"{config.model.image_shape}: {changed}", file=sys.stderr)
             config = dataclasses.replace(config, model=model)
     config = apply_values(config, values)
-    if train_set is not None and tuple(config.model.image_shape) != image_shape_of(train_set):
-        raise DataError(f"training images of shape {image_shape_of(train_set)} do not fit model.image_shape="
-                        f"{config.model.image_shape}")
+    if shape is not None and tuple(config.model.image_shape) != shape:
+        raise DataError(f"training images of shape {shape} do not fit model.image_shape={config.model.image_shape}")
     if out is None:
         out = Path(tempfile.mkdtemp(prefix=f"fvae-{config.model.kind}-{time.strftime('%Y%m%d-%H%M%S')}-"))
     trainer = Trainer(config, out, resume=resume, progress=progress, train_set=train_set, test_set=test_set)
