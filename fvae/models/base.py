@@ -292,7 +292,7 @@ class LatentFlowModel(nn.Module, HubMixin):
         ``context`` ``(num, K)`` (the same as ``labels``), else draws training images' contexts."""
         labels = context if context is not None else labels
         device = next(self.parameters()).device
-        if (self.num_classes or self.num_context) and labels is None:
+        if self.conditional and labels is None:
             labels = self.prior.draw_labels(num, device)
         labels = self.prior.conditions(labels, num)
         z = self.prior.sample(num, temperature, labels, device)
@@ -330,7 +330,8 @@ class LatentFlowModel(nn.Module, HubMixin):
         """Each image under each target class (a class-conditional model): ``x`` ``(B, C, H, W)`` in
         ``[0, 1)`` of classes ``labels`` ``(B,)``, encoded under its own class, ``z = F_x(0)``; its
         place in its class's prior kept (:meth:`LatentPrior.recolor`, at ``temperature``) and decoded
-        under each class of ``to_labels`` ``(T,)``. Returns ``(B, T, C, H, W)`` in ``[0, 1]``: the same hand, another class."""
+        under each class of ``to_labels`` ``(T,)``. Returns ``(B, T, C, H, W)`` in ``[0, 1]``: the
+        same hand, another class."""
         if not self.num_classes:
             raise InputError("transfer needs a class-conditional model (model.num_classes > 0)")
         z = self.encode(x, labels)
