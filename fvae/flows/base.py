@@ -24,6 +24,26 @@ def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * torch.tanh(x / bound)
 
 
+class _Stack(torch.autograd.Function):
+    """``torch.stack(tensors)`` whose backward hands the inputs their gradients with one ``unbind``
+    (autograd's own dispatches a ``select`` per input)."""
+
+    @staticmethod
+    def forward(ctx, *tensors: torch.Tensor) -> torch.Tensor:
+        return torch.stack(tensors)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return grad.unbind(0)
+
+
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)``, ``K`` tensors of one shape -> ``(K, *shape)``, in two ops forward and
+    backward together: for building several flow steps' parameters in one batch."""
+    return _Stack.apply(*tensors)
+
+
 def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the first: ``(B, ...) -> (B,)`` (one op, no copy of a strided ``x``)."""
     return x.sum(dim=tuple(range(1, x.dim()))) if x.dim() > 1 else x

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvae.errors import InputError
-from fvae.flows.base import FlowBlock, zero_logdet
+from fvae.flows.base import FlowBlock, stack, zero_logdet
 from fvae.fp32 import full_precision
 
 
@@ -45,7 +45,7 @@ class InvertibleConv1x1(FlowBlock):
     @staticmethod
     def stacked(blocks: Sequence["InvertibleConv1x1"]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W_1 .. W_K)``, ``(K, C, C)``, and ``sum_k log|det W_k|``."""
-        weights = torch.stack([b.weight for b in blocks])
+        weights = stack([b.weight for b in blocks])
         return weights, torch.linalg.slogdet(weights)[1].sum()
 
 
@@ -92,14 +92,14 @@ class InvertibleConv1x1LU(FlowBlock):
         first = blocks[0]
         c = first.log_s.shape[0]
         i, j = first.below
-        log_s = torch.stack([b.log_s for b in blocks])
+        log_s = stack([b.log_s for b in blocks])
         k = log_s.shape[0]
         lower = log_s.new_zeros(k, c, c)
-        lower[:, i, j] = torch.stack([b.lower for b in blocks])
+        lower[:, i, j] = stack([b.lower for b in blocks])
         upper = torch.diag_embed(torch.stack([b.sign_s for b in blocks]) * torch.exp(log_s))
-        upper[:, j, i] = torch.stack([b.upper for b in blocks])
+        upper[:, j, i] = stack([b.upper for b in blocks])
         permutations = torch.stack([b.permutation for b in blocks])
-        return permutations @ (lower + first.eye) @ upper, log_s.sum()
+        return torch.bmm(torch.bmm(permutations, lower + first.eye), upper), log_s.sum()
 
 
 class Permutation(FlowBlock):

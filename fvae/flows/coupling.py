@@ -9,6 +9,41 @@ from fvae.flows.nets import CouplingNet
 from fvae.fp32 import to_fp32
 
 
+class ScaleShift(torch.autograd.Function):
+    """``(y2, log s) = (x2 * exp(log s) + t, log s)``, ``log s = c tanh(raw / c)``, where
+    ``(raw, t) = h.chunk(2, dim=1)``: the affine coupling's elementwise part as one autograd node.
+
+    Its backward is written out, ``dL/dx2 = g_y s``, ``dL/dlog s = g_y x2 s + g_l``,
+    ``dL/draw = dL/dlog s (1 - tanh^2)``, ``dL/dt = g_y``: five ops where autograd's own chain of
+    seven nodes dispatches a dozen (``benchmarks/step_ops.py``). Shapes: ``x2`` ``(B, C2, H, W)``,
+    ``h`` ``(B, 2 C2, H, W)``; call it through :func:`scale_shift`.
+    """
+
+    @staticmethod
+    def forward(ctx, x2: torch.Tensor, h: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, shift = h.chunk(2, dim=1)
+        squashed = torch.tanh(raw / bound)
+        log_s = squashed * bound
+        scale = torch.exp(log_s)
+        scaled = x2 * scale
+        ctx.save_for_backward(squashed, scale, scaled)
+        return scaled + shift, log_s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor, grad_log_s: torch.Tensor):
+        squashed, scale, scaled = ctx.saved_tensors
+        grad_log_s = torch.addcmul(grad_log_s, grad_y, scaled)
+        grad_raw = torch.addcmul(grad_log_s, grad_log_s * squashed, squashed, value=-1)
+        return grad_y * scale, torch.cat([grad_raw, grad_y], dim=1), None
+
+
+def scale_shift(x2: torch.Tensor, h: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x2 * exp(log s) + t, log s)``, ``log s = bound * tanh(raw / bound)``, ``(raw, t) = h.chunk(2, 1)``
+    (:class:`ScaleShift`)."""
+    return ScaleShift.apply(x2, h, bound)
+
+
 class Coupling(FlowBlock):
     """Split ``x = (x1, x2)`` on channels and transform ``x2`` by a net of ``x1``; with
     ``num_classes`` the net takes the class labels too (the context, ``(B,)`` or ``(B, num_classes)``:
@@ -24,6 +59,16 @@ class Coupling(FlowBlock):
     def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x1, x2)``: the first ``split`` channels and the rest."""
         return x.split((self.split, x.shape[1] - self.split), dim=1)
+
+    def transform(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(y, log_s)``: the output and the per-element log-scale map ``(B, C - split, H, W)`` whose sum
+        is the log-det (None for a volume-preserving coupling), so that a caller running several
+        couplings can sum their maps in one op (:class:`~fvae.flows.glow.GlowLevel`)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        y, log_s = self.transform(x, context)
+        return y, zero_logdet(x) if log_s is None else sum_except_batch(log_s)
 
     def _net(self, x1: torch.Tensor, context) -> torch.Tensor:
         if not self.num_classes:
@@ -52,11 +97,10 @@ class AffineCoupling(Coupling):
         raw, shift = self._net(x1, context).chunk(2, dim=1)
         return soft_clamp(raw, self.scale_bound), shift
 
-    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2 = self._halves(x)
-        log_s, t = self._scale_shift(x1, context)
-        y2 = torch.addcmul(t, x2, torch.exp(log_s))
-        return torch.cat([x1, y2], dim=1), sum_except_batch(log_s)
+        y2, log_s = scale_shift(x2, self._net(x1, context), self.scale_bound)
+        return torch.cat([x1, y2], dim=1), log_s
 
     def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         y1, y2 = self._halves(y)
@@ -71,9 +115,9 @@ class AdditiveCoupling(Coupling):
     def __init__(self, channels: int, width: int, kernel_size: int = 3, num_classes: int = 0):
         super().__init__(channels, 1, width, kernel_size, num_classes)
 
-    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
         x1, x2 = self._halves(x)
-        return torch.cat([x1, x2 + self._net(x1, context)], dim=1), zero_logdet(x)
+        return torch.cat([x1, x2 + self._net(x1, context)], dim=1), None
 
     def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
         y1, y2 = self._halves(y)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvae.errors import InputError
-from fvae.flows.base import FlowBlock, FlowSequence, zero_logdet
+from fvae.flows.base import FlowBlock, FlowSequence, stack, sum_except_batch, zero_logdet
 from fvae.fp32 import full_precision
 from fvae.flows.registry import block_names, build_block
 from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
@@ -34,7 +34,8 @@ class GlowLevel(FlowSequence):
     with ``W' = W diag(e^s)``, so each step's first two blocks become one 1x1 convolution with a
     bias. The ``K`` steps' ``W'`` and biases are built together, in a few batched ops
     (``stacked`` of the mixing class, :mod:`fvae.flows.conv1x1`), and their log-dets are one
-    number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``. The result is the blocks' own
+    number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``; the couplings' log-scale maps
+    are summed in one op too (``Coupling.transform``). The result is the blocks' own
     (a test holds them equal), in a fraction of the ops. Until every ActNorm has seen its first
     batch (its data-dependent initialisation), and for the inverse, the blocks run one by one.
     """
@@ -48,11 +49,13 @@ class GlowLevel(FlowSequence):
         ``(C,)``, and the level's ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
         mixings = [step.blocks[1] for step in self.blocks]
         weights, logdet = type(mixings[0]).stacked(mixings)
-        bias = torch.stack([step.blocks[0].bias for step in self.blocks]).flatten(1)
-        log_scale = torch.stack([step.blocks[0].log_scale for step in self.blocks]).flatten(1)
-        weights = weights.to(bias.dtype) * torch.exp(log_scale)[:, None, :]
-        shift = (weights @ bias[:, :, None]).flatten(1)
-        return weights[..., None, None].unbind(0), shift.unbind(0), x.shape[2] * x.shape[3] * (logdet + log_scale.sum())
+        k, c = weights.shape[:2]
+        bias = stack([step.blocks[0].bias for step in self.blocks]).view(k, c, 1)
+        log_scale = stack([step.blocks[0].log_scale for step in self.blocks]).view(k, 1, c)
+        weights = weights.to(bias.dtype) * torch.exp(log_scale)
+        shift = torch.bmm(weights, bias).view(k, c)
+        return (weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0),
+                x.shape[2] * x.shape[3] * (logdet + log_scale.sum()))
 
     @full_precision
     def _mix(self, x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -62,11 +65,14 @@ class GlowLevel(FlowSequence):
         if not self._fusable():
             return super().forward(x, context)
         weights, shifts, logdet = self._affine_mixing(x)
-        coupling_logdets = []
+        log_scales = []
         for step, weight, shift in zip(self.blocks, weights, shifts):
-            x, ld = step.blocks[2](self._mix(x, weight, shift), context)
-            coupling_logdets.append(ld)
-        return x, torch.stack(coupling_logdets).sum(0) + logdet
+            x, log_s = step.blocks[2].transform(self._mix(x, weight, shift), context)
+            if log_s is not None:
+                log_scales.append(log_s)
+        if log_scales:
+            return x, sum_except_batch(torch.cat(log_scales, dim=1)) + logdet
+        return x, logdet.expand(x.shape[0])
 
 
 def per_level(value: int | Sequence[int], levels: int, name: str) -> list[int]:

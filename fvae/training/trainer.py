@@ -53,6 +53,7 @@ from fvae.training.prior_fit import fit_top_prior
 from fvae.training.run_log import RunLog
 from fvae.training.runlock import RunLock
 from fvae.training.schedule import lr_factor
+from fvae.training.update import GradientAdam, clip_by_global_norm_, gradients
 
 
 class SkippedSteps:
@@ -124,7 +125,7 @@ class Trainer:
                              if config.model.num_classes else None)
         self.batches = EpochBatches(self.train_set, tc.batch_size, tc.seed, self.ctx.rank, self.ctx.world_size,
                                     tc.num_workers, pin_memory=self.ctx.device.type == "cuda")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=True)
+        self.optimizer = GradientAdam(self.model.parameters(), lr=tc.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda n: lr_factor(n, tc.schedule, tc.warmup_steps, tc.max_steps))
         self.ema = ExponentialAverage(self.model, tc.ema_decay) if tc.ema_decay else None
@@ -311,18 +312,18 @@ class Trainer:
         return terms, grad_norm
 
     def _update(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor]:
-        """Forward, backward, clipping, Adam and the EMA, all on the device. A step whose loss or
-        gradient is not finite on any rank changes nothing (Adam's ``found_inf`` masks its update, as
-        ``GradScaler``'s does, and the EMA's weight is 0) and is counted in :class:`SkippedSteps`."""
+        """Forward, backward, clipping, Adam and the EMA, all on the device in multi-tensor ops
+        (:mod:`fvae.training.update`). A step whose loss or gradient is not finite on any rank changes
+        nothing (Adam's ``found_inf`` masks its update, as ``GradScaler``'s does, and the EMA's weight
+        is 0) and is counted in :class:`SkippedSteps`."""
         with autocast_for(self.ctx.device, self.bf16):
             terms = self.forward(x, labels)
         loss = terms["loss"].float().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss / self.model.num_dims).backward()  # nats per dimension: gradient norms of order 1
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.train.grad_clip, foreach=True)
+        # nats per dimension: gradient norms of order 1
+        grads = gradients(loss / self.model.num_dims, self.optimizer.trained, accumulate=self.ctx.world_size > 1)
+        grad_norm = clip_by_global_norm_(grads, self.config.train.grad_clip)
         ok = all_true(torch.isfinite(loss) & torch.isfinite(grad_norm), self.ctx)
-        self.optimizer.found_inf = (~ok).float()
-        self.optimizer.step()
+        self.optimizer.step(grads, (~ok).float())
         if self.ema is not None:
             self.ema.update(self.params, ok.float())
         self.skipped.record(ok)
