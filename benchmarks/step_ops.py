@@ -8,7 +8,10 @@ Each row builds the preset's ``Trainer`` on random images of its shape (batch 64
 ATen op that ``--steps`` steps dispatch (forward, backward, clipping, Adam, the EMA: what a GPU
 would launch, plus views and ``detach``) and the host read-backs among them
 (``_local_scalar_dense``: ``.item()``, ``bool(tensor)``, ``float(tensor)``). The steps are those
-between two log steps, as :meth:`Trainer.fit` runs them. ``--baseline SRC`` counts the same rows
+between two log steps, as :meth:`Trainer.fit` runs them. ``detach_per_step`` says how many of the
+ops are ``detach``: under a dispatch mode, autograd dispatches one each time it saves a tensor an
+op returned (ReLU's, GroupNorm's statistics, ``exp``'s) and again when backward unpacks it, which
+a plain run does not (``torch.profiler`` shows no such ``detach``); none of them launches a kernel. ``--baseline SRC`` counts the same rows
 with the fvae in the source tree ``SRC`` too (for instance ``git worktree add /tmp/fvae-0.9.1
 v0.9.1``), in a subprocess. Prints the table and writes benchmarks/results/step_ops.{md,json}.
 """
@@ -71,6 +74,7 @@ def count_row(kind: str, preset: str, steps: int) -> dict:
     top = [{"op": name, "per_step": round(n / steps, 1)} for name, n in counter.counts.most_common(8)]
     return {"version": __version__, "kind": kind, "preset": preset, "batch": batch,
             "ops_per_step": round(total / steps, 1),
+            "detach_per_step": round(counter.counts["aten.detach"] / steps, 1),
             "read_backs_per_step": round(sum(counter.counts[r] for r in READ_BACKS) / steps, 2),
             "parameters": sum(p.numel() for p in trainer.model.parameters()), "top_ops": top}
 
@@ -99,10 +103,11 @@ def main() -> None:
     rows = [count_row(kind, preset, args.steps) for preset in args.presets for kind in args.kinds]
     if args.baseline is not None:
         rows += baseline_rows(args.baseline.resolve(), args.kinds, args.presets, args.steps)
-    columns = ["version", "preset", "kind", "batch", "ops_per_step", "read_backs_per_step", "parameters"]
+    columns = ["version", "preset", "kind", "batch", "ops_per_step", "detach_per_step", "read_backs_per_step",
+               "parameters"]
     text = (f"`{command_line()}`\n\nATen ops and host read-backs per training step between log steps "
             f"(counted over {args.steps} steps after a warm-up step)\n\n"
-            f"{markdown_table(rows, columns, {'parameters': ',', 'ops_per_step': ',.0f'})}\n")
+            f"{markdown_table(rows, columns, {'parameters': ',', 'ops_per_step': ',.0f', 'detach_per_step': ',.0f'})}\n")
     write_report(args.out, "step_ops", text, {"steps": args.steps, "rows": rows})
 
 

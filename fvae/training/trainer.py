@@ -141,7 +141,9 @@ class Trainer:
         # buffers are equal on every rank (seeded init, ActNorm on one shared batch, or the checkpoint)
         self.ddp = (DistributedDataParallel(self.model, forward_sync_buffers=False) if self.ctx.world_size > 1
                     else self.model)
-        self.forward = torch.compile(self.ddp) if tc.compile else self.ddp
+        self.forward, self._compiled_step = self.ddp, None
+        if tc.compile:
+            self._compile()
         self.stop_signal: str | None = None
         self._prior_fitted_at: int | None = None
         self._scorer: SampleScorer | None = None
@@ -311,23 +313,48 @@ class Trainer:
         self.step, self.unreadable = step + 1, self.unreadable + unreadable
         return terms, grad_norm
 
+    def _compile(self) -> None:
+        """``train.compile``: one process compiles the whole step (:meth:`_step_on_device`: forward,
+        gradients, clipping, Adam, EMA) into one graph, captured as a CUDA graph on a GPU; under DDP,
+        whose all-reduce hangs on backward's gradient accumulation, the forward pass only."""
+        if self.ctx.world_size > 1:
+            self.forward = torch.compile(self.ddp)
+            return
+        cuda = self.ctx.device.type == "cuda"
+        if cuda:  # the state a CUDA graph updates in place keeps its address
+            for t in [t for state in self.optimizer.state.values() for t in state.values()] + self.params:
+                torch._dynamo.mark_static_address(t)
+        self._lr = torch.zeros((), device=self.ctx.device)  # an input, not a constant: no recompile as it changes
+        self.optimizer._opt_called = True  # its steps run inside the graph, where an LR scheduler cannot see them
+        self._compiled_step = torch.compile(self._step_on_device, mode="reduce-overhead" if cuda else None)
+
     def _update(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor]:
+        """One step on the device (:meth:`_step_on_device`), compiled or not."""
+        if self._compiled_step is None:
+            return self._step_on_device(x, labels)
+        with torch._dynamo.config.patch(trace_autograd_ops=True):  # torch.autograd.grad inside the graph
+            return self._compiled_step(x, labels, self._lr.fill_(self.optimizer.param_groups[0]["lr"]))
+
+    def _step_on_device(self, x: torch.Tensor, labels: torch.Tensor | None, lr: torch.Tensor | None = None
+                        ) -> tuple[dict, torch.Tensor]:
         """Forward, backward, clipping, Adam and the EMA, all on the device in multi-tensor ops
-        (:mod:`fvae.training.update`). A step whose loss or gradient is not finite on any rank changes
-        nothing (Adam's ``found_inf`` masks its update, as ``GradScaler``'s does, and the EMA's weight
-        is 0) and is counted in :class:`SkippedSteps`."""
+        (:mod:`fvae.training.update`), with no value read back. A step whose loss or gradient is not
+        finite on any rank changes nothing (Adam's ``found_inf`` masks its update, as
+        ``GradScaler``'s does, and the EMA's weight is 0) and is counted in :class:`SkippedSteps`.
+        ``lr``: the learning rate as a 0-d tensor (the compiled step's), else the optimizer's."""
         with autocast_for(self.ctx.device, self.bf16):
             terms = self.forward(x, labels)
         loss = terms["loss"].float().mean()
+        logged = {k: v.detach().float().mean() for k, v in terms.items()}
         # nats per dimension: gradient norms of order 1
         grads = gradients(loss / self.model.num_dims, self.optimizer.trained, accumulate=self.ctx.world_size > 1)
         grad_norm = clip_by_global_norm_(grads, self.config.train.grad_clip)
         ok = all_true(torch.isfinite(loss) & torch.isfinite(grad_norm), self.ctx)
-        self.optimizer.step(grads, (~ok).float())
+        self.optimizer.update(grads, (~ok).float(), lr)
         if self.ema is not None:
             self.ema.update(self.params, ok.float())
         self.skipped.record(ok)
-        return {k: v.detach().float().mean() for k, v in terms.items()}, grad_norm
+        return logged, grad_norm
 
     def _check_divergence(self) -> None:
         """Raise :class:`TrainingDiverged` where ``max_bad_steps`` steps in a row were skipped since

@@ -50,6 +50,8 @@ class GradientAdam(torch.optim.Adam):
         if len(self.param_groups) != 1:
             raise ValueError("GradientAdam takes one parameter group")
         self.trained = [p for p in self.param_groups[0]["params"] if p.requires_grad]
+        group = self.param_groups[0]  # the traced step reads them once: no guard on a changing group
+        self._traced_hyper = (*group["betas"], group["eps"])
         self._take_state()
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -65,13 +67,44 @@ class GradientAdam(torch.optim.Adam):
                                  "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
         self._lists = [[self.state[p][name] for p in self.trained] for name in ("exp_avg", "exp_avg_sq", "step")]
 
+    def step(self, grads: list[torch.Tensor], found_inf: torch.Tensor, lr: torch.Tensor | None = None) -> None:
+        """:meth:`update` (``step`` itself is wrapped by profiling hooks and any LR scheduler, which
+        ``torch.compile`` does not trace: call :meth:`update` in a compiled region)."""
+        self.update(grads, found_inf, lr)
+
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], found_inf: torch.Tensor) -> None:
+    def update(self, grads: list[torch.Tensor], found_inf: torch.Tensor, lr: torch.Tensor | None = None) -> None:
         """One Adam step with ``grads`` (one per tensor of :attr:`trained`); none at all where
-        ``found_inf`` (a 0-d float tensor on the parameters' device) is 1."""
+        ``found_inf`` (a 0-d float tensor on the parameters' device) is 1. ``lr`` (a 0-d tensor)
+        overrides the group's learning rate; under ``torch.compile`` it must be given, and the step
+        is written in plain tensor ops that it traces (the fused kernel is opaque to it: a graph
+        break), with the betas and eps the optimizer was built with (no weight decay)."""
+        if torch.compiler.is_compiling():
+            return self._traced_step(grads, found_inf, lr)
+        self._opt_called = True  # what an LR scheduler's wrapper of ``step`` records: a step was taken
         group = self.param_groups[0]
+        lr = group["lr"] if lr is None else lr
         beta1, beta2 = group["betas"]
         exp_avgs, exp_avg_sqs, steps = self._lists
         adam(self.trained, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, found_inf=found_inf,
-             amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+             amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=lr, weight_decay=group["weight_decay"],
              eps=group["eps"], maximize=group["maximize"])
+
+    def _traced_step(self, grads: list[torch.Tensor], found_inf: torch.Tensor, lr) -> None:
+        """The fused kernel's update, ``m <- lerp(m, g, 1 - b1)``, ``v <- b2 v + (1 - b2) g^2``,
+        ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, each kept only where
+        ``found_inf`` is 0; the loop is traced once into the compiled graph, never run per step."""
+        beta1, beta2, eps = self._traced_hyper
+        exp_avgs, exp_avg_sqs, steps = self._lists
+        keep = found_inf == 0
+        for t in steps:
+            t.add_(1 - found_inf)
+        step_size = lr / (1 - beta1 ** steps[0])
+        root_correction = torch.sqrt(1 - beta2 ** steps[0])
+        for p, g, m, v in zip(self.trained, grads, exp_avgs, exp_avg_sqs):
+            g = torch.where(keep, g, 0.0)
+            m_new = torch.lerp(m, g, 1 - beta1)
+            v_new = v * beta2 + (1 - beta2) * g * g
+            p_new = p - step_size * m_new / (v_new.sqrt() / root_correction + eps)
+            for old, new in ((m, m_new), (v, v_new), (p, p_new)):
+                old.copy_(torch.where(keep, new, old))
