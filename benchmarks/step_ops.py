@@ -11,7 +11,9 @@ would launch, plus views and ``detach``) and the host read-backs among them
 between two log steps, as :meth:`Trainer.fit` runs them. ``detach_per_step`` says how many of the
 ops are ``detach``: under a dispatch mode, autograd dispatches one each time it saves a tensor an
 op returned (ReLU's, GroupNorm's statistics, ``exp``'s) and again when backward unpacks it, which
-a plain run does not (``torch.profiler`` shows no such ``detach``); none of them launches a kernel. ``--baseline SRC`` counts the same rows
+a plain run does not (``torch.profiler`` shows no such ``detach``); none of them launches a kernel.
+Every row runs in fp32 (``train.precision=32``), what a GPU run gets by default, so that no
+autocast cast is counted on a CPU where ``auto`` picks bf16. ``--baseline SRC`` counts the same rows
 with the fvae in the source tree ``SRC`` too (for instance ``git worktree add /tmp/fvae-0.9.1
 v0.9.1``), in a subprocess. Prints the table and writes benchmarks/results/step_ops.{md,json}.
 """
@@ -56,7 +58,7 @@ def count_row(kind: str, preset: str, steps: int) -> dict:
 
     config = run_config(kind, preset)
     batch = 4 if preset.startswith("celebahq") else 64
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=batch,
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=batch, precision="32",
                                                                    log_every=1 << 30))
     shape = config.model.image_shape
     images = torch.randint(0, 256, (4 * batch, *shape), dtype=torch.uint8)

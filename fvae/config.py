@@ -266,7 +266,7 @@ class TrainConfig:
     max_time: float | None = rule(None, float, above=0, high=1e9, optional=True)
     grad_clip: float = rule(10.0, float, above=0, high=1e9)
     ema_decay: float | None = rule(None, float, above=0, high=0.999999, optional=True)
-    precision: str = rule("32", str, choices=PRECISIONS)
+    precision: str = rule("auto", str, choices=PRECISIONS)
     tf32: bool = rule(True, bool)
     compile: bool = rule(False, bool)
     seed: int = rule(0, int, 0, (1 << 32) - 1)

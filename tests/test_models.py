@@ -557,3 +557,41 @@ def test_per_level_fields_are_one_explicit_list_that_never_drops_a_value():
     old["model"].update(flow_level_steps=[5, 6, 7], flow_level_widths=[8, 9, 10], flow_top_steps=None)
     assert RunConfig.from_dict(old).model.flow_steps == (5, 6, 7) and RunConfig.from_dict(old).model.flow_widths == (8, 9, 10)
     assert fvae.model_config("fvae", "mnist", flow_width=8).flow_widths == (8,) * 5
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("with_shift", [False, True])
+def test_the_fused_group_norm_relu_is_relu_of_group_norm_plus_shift_with_its_gradients(memory_format, with_shift):
+    """One autograd node, the values and float64 gradients of ``F.relu(F.group_norm(x) + shift)``."""
+    from fvae.models.norm_relu import GroupNormReLU, _GroupNormReLU
+
+    torch.manual_seed(0)
+    fused = GroupNormReLU(2, 6).double()
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.normal_()
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
+    shift = torch.randn(3, 6, 1, 1, dtype=torch.float64, requires_grad=True) if with_shift else None
+
+    def reference(x, weight, bias, shift):
+        h = torch.nn.functional.group_norm(x, 2, weight, bias, fused.eps)
+        return torch.relu(h if shift is None else h + shift)
+
+    inputs = (x, fused.weight, fused.bias) + ((shift,) if with_shift else ())
+    y = fused(x, shift)
+    torch.testing.assert_close(y, reference(x, fused.weight, fused.bias, shift), rtol=0, atol=1e-12)
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, inputs, grad)
+    expected = torch.autograd.grad(reference(x, fused.weight, fused.bias, shift), inputs, grad)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    assert torch.autograd.gradcheck(
+        lambda x, weight, bias, shift=None: _GroupNormReLU.apply(x, weight, bias, shift, 2, fused.eps), inputs)
+
+
+def test_residual_blocks_load_the_unfused_blocks_state_dict_keys():
+    """Checkpoints of ``conv, GroupNorm, ReLU, conv`` bodies (``body.0``, ``body.1``, ``body.3``) still load."""
+    from fvae.models.nets import ResidualBlock
+
+    block = ResidualBlock(4, 8)
+    assert sorted(block.state_dict()) == ["body.0.bias", "body.0.weight", "body.1.bias", "body.1.weight",
+                                          "body.3.bias", "body.3.weight"]

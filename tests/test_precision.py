@@ -90,6 +90,35 @@ def test_the_split_prior_whitens_in_fp32():
     torch.testing.assert_close(back, x, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(amx, monkeypatch, tmp_path):
+    """``train.precision=auto`` (the default) trains in bf16 where it was measured faster, a CPU with
+    AMX, and in fp32 elsewhere: an emulating CPU, a GPU; ``32`` and ``bf16`` are obeyed everywhere."""
+    from fvae.training import precision
+    from fvae.training.trainer import Trainer
+
+    monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: amx)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision.use_bf16("auto", cpu) is amx and not precision.use_bf16("auto", cuda)
+    assert precision.use_bf16("bf16", cpu) and precision.use_bf16("bf16", cuda)
+    assert not precision.use_bf16("32", cpu) and not precision.use_bf16("32", cuda)
+    assert run_config("fvae", "mnist").train.precision == "auto"
+    config = apply_overrides(run_config("fvae", "mnist"), [
+        "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
+        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.max_steps=2"])
+    seen = []
+    real = precision.autocast_for
+    monkeypatch.setattr("fvae.training.trainer.autocast_for",
+                        lambda device, bf16: seen.append(bf16) or real(device, bf16))
+    trainer = Trainer(config, tmp_path, progress=False)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    assert seen and all(b is amx for b in seen)
+    assert summary["precision"] == ("bf16" if amx else "32")
+
+
 def _train(precision, steps, out):
     config = apply_overrides(run_config("fvae", "mnist"), [
         "model.encoder_blocks=1", "model.encoder_hidden=16", "model.flow_steps=2", "model.flow_width=32",
@@ -133,7 +162,8 @@ def test_entropy_floor_holds_in_bf16(kind):
 @pytest.mark.slow  # two minutes of compilation on 2 cores
 def test_compiled_training_matches_eager_and_resumes_from_its_checkpoints(tmp_path):
     common = ["model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-              "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.checkpoint_every=3"]
+              "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.checkpoint_every=3",
+              "train.precision=32"]
 
     def run(out, *extra):
         config = apply_overrides(run_config("fvae", "mnist"), common + list(extra))
@@ -186,7 +216,7 @@ def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompi
 
     tiny = ["model.pad_to=null", "model.flow_levels=2", "model.encoder_blocks=1", "model.encoder_hidden=8",
             "model.flow_steps=1", "model.flow_width=16", "train.batch_size=16", "train.score_samples=0",
-            "train.ema_decay=0.9", "train.warmup_steps=10"]
+            "train.ema_decay=0.9", "train.warmup_steps=10", "train.precision=32"]
     runs = {}
     for compiled in (False, True):
         config = apply_overrides(run_config("fvae", "mnist"), tiny + [f"train.compile={str(compiled).lower()}"])

@@ -5,6 +5,8 @@ These know nothing of flows or losses; they map tensors to tensors.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +15,7 @@ from fvae.errors import InputError
 from fvae.flows.base import class_channel_bias
 from fvae.flows.nets import CouplingNet, memory_format_for, zero_init
 from fvae.fp32 import full_precision, to_fp32
+from fvae.models.norm_relu import GroupNormReLU
 
 
 def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> nn.Module:
@@ -31,27 +34,27 @@ class ResidualBlock(nn.Module):
     """``x + conv1x1_zero(relu(norm(conv3x3(x)) + b_y))``: the identity at initialisation.
 
     The norm is a per-example GroupNorm, so the output never depends on the rest of the
-    batch (the paper's code uses BatchNorm). With ``num_classes`` the block takes class labels
-    (``(B,)`` indices or ``(B, num_classes)`` weights) and adds a learned bias ``b_y`` per class
-    (zero at the start) to its hidden layer; without, ``b_y = 0``.
+    batch (the paper's code uses BatchNorm), with the ReLU after it fused into one autograd node
+    (:class:`fvae.models.norm_relu.GroupNormReLU`). With ``num_classes`` the block takes class
+    labels (``(B,)`` indices or ``(B, num_classes)`` weights) and adds a learned bias ``b_y`` per
+    class (zero at the start) to its hidden layer; without, ``b_y = 0``. ``body``'s layers keep
+    the names ``0``, ``1``, ``3`` that checkpoints of the unfused ``conv, norm, ReLU, conv`` have.
     """
 
     def __init__(self, channels: int, hidden: int, num_classes: int = 0):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.GroupNorm(_groups(hidden), hidden),
-            nn.ReLU(inplace=True),
-            zero_init(nn.Conv2d(hidden, channels, 1)),
-        )
+        self.body = nn.Sequential(OrderedDict([
+            ("0", nn.Conv2d(channels, hidden, 3, padding=1)),
+            ("1", GroupNormReLU(_groups(hidden), hidden)),
+            ("3", zero_init(nn.Conv2d(hidden, channels, 1))),
+        ]))
         self.class_bias = nn.Parameter(torch.zeros(num_classes, hidden)) if num_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.class_bias is None:
             return x + to_fp32(self.body(x))
-        conv, norm, relu, out = self.body
-        h = norm(conv(x))
-        return x + to_fp32(out(relu(h + class_channel_bias(labels, self.class_bias).to(h.dtype))))
+        conv, norm_relu, out = self.body
+        return x + to_fp32(out(norm_relu(conv(x), class_channel_bias(labels, self.class_bias))))
 
 
 def _groups(channels: int, most: int = 8) -> int:

@@ -1,10 +1,13 @@
 """Numerical precision of training: where bf16 autocast runs, and TF32 on GPUs.
 
 The models mark what must stay in fp32 (:func:`fvae.flows.base.full_precision`); this module
-only decides whether autocast is on: ``train.precision`` ``32`` (the default) turns it off,
-``bf16`` turns it on anywhere (CPUs too), ``auto`` means bf16 on a GPU and fp32 on a CPU. fp32 is
-the default on GPUs too: at the presets' sizes an H200 is launch-bound and bf16's casts made
-steps slower, not faster (docs/engine.md, "GPU check").
+only decides whether autocast is on: ``train.precision`` ``32`` turns it off, ``bf16`` turns it
+on anywhere, and ``auto`` (the default) picks whichever was measured faster on this kind of
+device: bf16 on a CPU that multiplies bf16 matrices in hardware (Intel AMX: oneDNN's bf16
+convolutions there run 2-3x faster than fp32 ones, and the default run 1.4x faster,
+``benchmarks/cpu_precision.py``), fp32 on other CPUs (where bf16 is emulated and several times
+slower) and on GPUs (at the presets' sizes an H200 is launch-bound and bf16's casts made steps
+slower, docs/engine.md, "GPU check").
 """
 from __future__ import annotations
 
@@ -13,9 +16,18 @@ import contextlib
 import torch
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles with AVX-512 bf16), so that
+    oneDNN runs bf16 convolutions natively rather than emulated."""
+    return (torch.backends.mkldnn.is_available() and torch.cpu._is_amx_tile_supported()
+            and torch.cpu._is_avx512_bf16_supported())
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether training on ``device`` runs under bf16 autocast."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """Whether training on ``device`` runs under bf16 autocast (``precision``: ``32``, ``bf16``, ``auto``)."""
+    if precision == "auto":
+        return device.type == "cpu" and cpu_has_bf16_matmul()
+    return precision == "bf16"
 
 
 def autocast_for(device: torch.device, bf16: bool):

@@ -152,6 +152,9 @@ class Trainer:
             how = getattr(self.test_set, "how", None)
             print(f"data: {len(self.train_set):,} training and {len(self.test_set):,} test images"
                   + (f" (held out: {how})" if how else ""), file=sys.stderr)
+            if self.bf16 and self.config.train.precision == "auto":
+                print("note: training in bf16 autocast, which train.precision=auto picks on a CPU that multiplies "
+                      "bf16 in hardware (train.precision=32 for fp32)", file=sys.stderr)
 
     # --- set-up ---------------------------------------------------------------------------
     def _resume_or_start(self, resume: bool) -> None:
@@ -480,7 +483,8 @@ class Trainer:
             summary = {"steps": self.step, "wall_time": round(self.elapsed, 2), "test_bpd": last_eval.get("test_bpd"),
                        **{k: last_eval[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in last_eval},
                        "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable,
-                       "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size}
+                       "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size,
+                       "precision": "bf16" if self.bf16 else "32"}
             log.summary(summary)
             if self.unreadable:
                 print(f"note: {self.unreadable} training image(s) could not be read (damaged, or smaller than the "
