@@ -595,3 +595,18 @@ def test_residual_blocks_load_the_unfused_blocks_state_dict_keys():
     block = ResidualBlock(4, 8)
     assert sorted(block.state_dict()) == ["body.0.bias", "body.0.weight", "body.1.bias", "body.1.weight",
                                           "body.3.bias", "body.3.weight"]
+
+
+def test_the_fused_group_norm_relu_normalises_a_bf16_channels_last_map_in_fp32():
+    """On a CPU a bf16 channels-last input is normalised in fp32 (faster there): the output is the
+    fp32 result of the bf16 values, and the input's gradient comes back in bf16."""
+    from fvae.models.norm_relu import GroupNormReLU
+
+    torch.manual_seed(0)
+    fused = GroupNormReLU(2, 8)
+    x = torch.randn(2, 8, 4, 4).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = fused(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, torch.relu(torch.nn.functional.group_norm(x.float(), 2, fused.weight, fused.bias)))
+    y.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and x.grad.abs().sum() > 0
