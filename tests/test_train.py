@@ -270,6 +270,45 @@ def test_the_ema_follows_its_warm_up_formula_and_ignores_skipped_steps():
             torch.testing.assert_close(a, e, rtol=0, atol=1e-12)
 
 
+def _held_tensors(obj, seen: set, depth: int = 0):
+    """The tensors ``obj`` holds in its attributes, lists, dicts and modules (not its data)."""
+    if id(obj) in seen or depth > 4:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, torch.nn.Module):
+        yield from obj.state_dict(keep_vars=True).values()
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _held_tensors(item, seen, depth + 1)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _held_tensors(item, seen, depth + 1)
+    elif type(obj).__module__.startswith(("fvae.", "torch.optim")) and hasattr(obj, "__dict__"):
+        for name, item in vars(obj).items():
+            if name not in ("train_set", "test_set", "batches"):
+                yield from _held_tensors(item, seen, depth + 1)
+
+
+def test_what_a_step_updates_in_place_is_the_state_a_cuda_graph_keeps_static(tmp_path):
+    """On a GPU the compiled step is a CUDA graph, which PyTorch skips where the step updates a
+    tensor not marked static: every tensor a step changes must be in ``Trainer._step_state``."""
+    trainer = fvae.training.trainer.Trainer(tiny_config("train.ema_decay=0.9"), tmp_path, progress=False)
+    try:
+        batches = trainer.batches.from_step(0)
+        trainer._train_step(*next(batches))
+        held = {id(t): t for t in _held_tensors(trainer, set()) if t.is_floating_point() or t.dtype == torch.long}
+        before = {i: t.detach().clone() for i, t in held.items()}
+        trainer._train_step(*next(batches))
+        changed = {i for i, t in held.items() if not torch.equal(before[i], t.detach())}
+        static = {id(t) for t in trainer._step_state()}
+        assert id(trainer.skipped.total) in static and len(changed) > 10
+        assert changed <= static, [tuple(held[i].shape) for i in changed - static]
+    finally:
+        trainer.close()
+
+
 def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(tmp_path, monkeypatch):
     _poison(monkeypatch, {2})
     trainer = fvae.training.trainer.Trainer(tiny_config("train.ema_decay=0.9"), tmp_path, progress=False)

@@ -324,12 +324,21 @@ class Trainer:
             self.forward = torch.compile(self.ddp)
             return
         cuda = self.ctx.device.type == "cuda"
-        if cuda:  # the state a CUDA graph updates in place keeps its address
-            for t in [t for state in self.optimizer.state.values() for t in state.values()] + self.params:
+        if cuda:  # a CUDA graph that updates an input not marked static is skipped (eager again)
+            for t in self._step_state():
                 torch._dynamo.mark_static_address(t)
         self._lr = torch.zeros((), device=self.ctx.device)  # an input, not a constant: no recompile as it changes
         self.optimizer._opt_called = True  # its steps run inside the graph, where an LR scheduler cannot see them
         self._compiled_step = torch.compile(self._step_on_device, mode="reduce-overhead" if cuda else None)
+
+    def _step_state(self) -> list[torch.Tensor]:
+        """Every tensor :meth:`_step_on_device` updates in place: the weights, Adam's state, the EMA
+        and the skipped-step counts. Each keeps its address for the whole run."""
+        state = self.params + [t for s in self.optimizer.state.values() for t in s.values()]
+        state += [self.skipped.total, self.skipped.run, self.skipped.longest]
+        if self.ema is not None:
+            state += [*self.ema.module.parameters(), self.ema.updates]
+        return state
 
     def _update(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor]:
         """One step on the device (:meth:`_step_on_device`), compiled or not."""
