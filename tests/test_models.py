@@ -29,6 +29,13 @@ VARIANT_OVERRIDES = {
 }
 
 
+def slow_except(values, fast):
+    """``values`` for ``parametrize``, those not in ``fast`` marked slow: the fast tier checks a
+    property on the main kinds, the slow tier on every variant."""
+    return [v if v in fast else pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=pytest.mark.slow)
+            for v in values]
+
+
 def tiny(kind, **overrides):
     if kind in VARIANT_OVERRIDES:
         kind, extra = VARIANT_OVERRIDES[kind]
@@ -99,7 +106,7 @@ def test_glow_with_affine_flow_has_the_exact_gaussian_density():
     torch.testing.assert_close(losses.mean(0), -exact, atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("kind", VARIANTS)
+@pytest.mark.parametrize("kind", slow_except(VARIANTS, ("fvae", "vae", "glow")))
 def test_importance_weighted_bound_tightens_with_more_samples(kind):
     model = tiny(kind).double()
     x = images(4).double()
@@ -147,7 +154,7 @@ def test_full_presets_have_finite_gradients(kind, preset):
     _check_gradients(fvae.build_model(kind, preset), batch=2)
 
 
-@pytest.mark.parametrize("kind", VARIANTS)
+@pytest.mark.parametrize("kind", slow_except(VARIANTS, KINDS))
 def test_training_on_a_fixed_batch_lowers_the_loss(kind):
     torch.manual_seed(0)
     model = tiny(kind)
@@ -197,11 +204,12 @@ def test_memory_format_changes_speed_not_values(kind):
     torch.testing.assert_close(samples[0], samples[1], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("kind, likelihood", [("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"),
-                                              ("vae", "discretized"), ("composite", "discretized"),
-                                              ("fvae-top-split", "discretized"), ("glow", "gaussian"),
-                                              ("fvae-pad", "discretized"), ("fvae-pad", "gaussian"),
-                                              ("glow-pad", "gaussian"), ("fvae-fit-after", "discretized")])
+@pytest.mark.parametrize("kind, likelihood", slow_except(
+    [("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"), ("vae", "discretized"),
+     ("composite", "discretized"), ("fvae-top-split", "discretized"), ("glow", "gaussian"), ("fvae-pad", "discretized"),
+     ("fvae-pad", "gaussian"), ("glow-pad", "gaussian"), ("fvae-fit-after", "discretized")],
+    fast=[("fvae", "gaussian"), ("fvae", "discretized"), ("vae", "gaussian"), ("vae", "discretized"),
+          ("glow", "gaussian"), ("fvae-pad", "discretized"), ("fvae-fit-after", "discretized")]))
 def test_entropy_floor_holds_for_every_model_and_decoder(kind, likelihood):
     """Data drawn uniformly from 4 fixed 8-bit images carries log 4 nats an image; no bound on
     -log P(pixels) may report less, however well a model fits them. Padded models report their
@@ -409,8 +417,8 @@ def test_the_class_conditional_vae_kl_is_its_closed_form():
     assert abs(mc.mean() - post.kl[0]) < 4 * mc.std() / math.sqrt(len(u))
 
 
-@pytest.mark.parametrize("kind", ["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings", "fvae-decoder",
-                                  "fvae-ar"])
+@pytest.mark.parametrize("kind", slow_except(["fvae", "glow", "vae", "fvae-mixture", "fvae-couplings", "fvae-decoder",
+                                               "fvae-ar"], fast=("fvae", "glow", "vae", "fvae-decoder")))
 def test_entropy_floor_holds_for_the_conditional_and_the_marginal_bound(kind):
     """Four fixed images, each its own class: H(x | y) = 0 and H(x) = log 4. The conditional bound
     may fall towards 0 bits, never below; the marginal may not fall below log 4 nats an image."""
