@@ -105,7 +105,7 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(a
     assert run_config("fvae", "mnist").train.precision == "auto"
     config = apply_overrides(run_config("fvae", "mnist"), [
         "model.encoder_blocks=1", "model.encoder_hidden=8", "model.flow_steps=1", "model.flow_width=16",
-        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=0", "train.max_steps=2"])
+        "train.batch_size=16", "train.eval_batches=1", "train.score_samples=20", "train.max_steps=2"])
     seen = []
     real = precision.autocast_for
     monkeypatch.setattr("fvae.training.trainer.autocast_for",
@@ -116,7 +116,8 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(a
     finally:
         trainer.close()
     assert seen and all(b is amx for b in seen)
-    assert summary["precision"] == ("bf16" if amx else "32")
+    assert summary["train_precision"] == ("bf16" if amx else "32")
+    assert 0 <= summary["precision"] <= 1  # the sample score's precision, not overwritten by the training's
 
 
 def _train(precision, steps, out):

@@ -20,7 +20,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     metrics = {"step": checkpoint_step(checkpoint)}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-        metrics |= {k: v for k, v in summary.items() if k in ("test_bpd", *SCORE_KEYS, *CLASS_SCORE_KEYS)}
+        # numbers only: the summaries of fvae 0.13.0 held the training precision ("bf16") as "precision"
+        metrics |= {k: v for k, v in summary.items()
+                    if k in ("test_bpd", *SCORE_KEYS, *CLASS_SCORE_KEYS) and isinstance(v, (int, float))}
     if (run_dir / "eval.json").exists():
         evaluation = json.loads((run_dir / "eval.json").read_text())["metrics"]
         metrics |= {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}

@@ -16,7 +16,6 @@ import contextlib
 import math
 import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -46,6 +45,7 @@ from fvae.training.checkpoint import (
     save_checkpoint,
     write_failure_cause,
 )
+from fvae.training.counters import SkippedSteps, TrainingClock
 from fvae.training.distributed import all_mean, all_true, any_rank, barrier, setup_distributed
 from fvae.training.ema import ExponentialAverage
 from fvae.training.precision import autocast_for, set_tf32, use_bf16
@@ -54,56 +54,6 @@ from fvae.training.run_log import RunLog
 from fvae.training.runlock import RunLock
 from fvae.training.schedule import lr_factor
 from fvae.training.update import GradientAdam, clip_by_global_norm_, gradients
-
-
-class SkippedSteps:
-    """Steps whose loss or gradient was not finite, counted on the device (read only when a step is
-    logged or checkpointed): ``total``, the current ``run`` of them in a row, and the ``longest``
-    run since :meth:`longest_run` was last read."""
-
-    def __init__(self, device: torch.device, total: int = 0):
-        self.total = torch.tensor(total, device=device)
-        self.run = torch.zeros((), dtype=torch.long, device=device)
-        self.longest = torch.zeros((), dtype=torch.long, device=device)
-
-    def record(self, ok: torch.Tensor) -> None:
-        """Count one step, ``ok`` a 0-d bool tensor: true where it updated the model."""
-        bad = (~ok).long()
-        self.total.add_(bad)
-        self.run.add_(1).mul_(bad)
-        torch.maximum(self.longest, self.run, out=self.longest)
-
-    def longest_run(self) -> int:
-        """The longest run of skipped steps since the last call (a host read-back)."""
-        longest = int(self.longest)
-        self.longest.copy_(self.run)
-        return longest
-
-
-class TrainingClock:
-    """Training time: wall-clock seconds less the pauses (evaluation, sampling, checkpoints);
-    ``elapsed`` carries over a resume. ``images_per_second`` covers the steps since it was last read."""
-
-    def __init__(self, elapsed: float = 0.0):
-        self.start = self.window = time.perf_counter() - elapsed
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    @contextlib.contextmanager
-    def paused(self):
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.start += time.perf_counter() - began
-            self.window += time.perf_counter() - began
-
-    def images_per_second(self, images: int) -> float:
-        now = time.perf_counter()
-        rate, self.window = images / (now - self.window), now
-        return rate
 
 
 class Trainer:
@@ -493,7 +443,7 @@ class Trainer:
                        **{k: last_eval[k] for k in SCORE_KEYS + CLASS_SCORE_KEYS if k in last_eval},
                        "skipped_steps": self.bad_steps, "unreadable_images": self.unreadable,
                        "stopped_by": stopped_by, "checkpoint": str(checkpoint), "world_size": self.ctx.world_size,
-                       "precision": "bf16" if self.bf16 else "32"}
+                       "train_precision": "bf16" if self.bf16 else "32"}
             log.summary(summary)
             if self.unreadable:
                 print(f"note: {self.unreadable} training image(s) could not be read (damaged, or smaller than the "
