@@ -1,9 +1,10 @@
 """Channel mixing: invertible 1x1 convolutions (plain and LU) and fixed permutations.
 
-Each mixing block is a map ``y = W x`` at every pixel, and its class's ``stacked(blocks)`` gives
+Each mixing block is a map ``y = W x`` at every pixel. The convolutions' ``stacked(blocks)`` gives
 the matrices of several blocks of the same size at once, ``(K, C, C)``, with the sum of their
 ``log|det W|``: the few batched ops with which :class:`~fvae.flows.glow.GlowLevel` builds a whole
-level's mixing instead of a dozen ops per block.
+level's mixing instead of a dozen ops per block. A permutation's matrix is all but empty:
+:meth:`Permutation.folded` builds it with the ActNorm before it folded in, without dense products.
 """
 from __future__ import annotations
 
@@ -123,8 +124,15 @@ class Permutation(FlowBlock):
         return y[:, self.inverse_perm]
 
     @staticmethod
-    def stacked(blocks: Sequence["Permutation"]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The permutation matrices ``W_k = I[perm_k]``, ``(K, C, C)``, and ``log|det| = 0``."""
+    def folded(blocks: Sequence["Permutation"], log_scale: torch.Tensor, bias: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the blocks ``W_k = I[perm_k]`` (``log|det| = 0``) each after an ActNorm ``(x + b_k)
+        e^(s_k)`` (``log_scale`` and ``bias`` ``(K, C)``): ``W_k diag(e^(s_k))`` ``(K, C, C)``, whose row
+        ``i`` holds ``e^(s_k[p])`` at column ``p = perm_k[i]``, scattered; and ``W_k (b_k e^(s_k))``
+        ``(K, C)``, gathered. No ``C x C`` product in either pass: at the 1,536 channels of the
+        celebahq64 top level the dense one took a fifth of a CPU step."""
         perms = torch.stack([b.perm for b in blocks])
-        eye = torch.eye(perms.shape[1], device=perms.device)
-        return eye[perms], eye.new_zeros(())
+        k, c = perms.shape
+        scale = torch.exp(log_scale)
+        weights = log_scale.new_zeros(k, c, c).scatter_(2, perms.unsqueeze(2), scale.gather(1, perms).unsqueeze(2))
+        return weights, (bias * scale).gather(1, perms)

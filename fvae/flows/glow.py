@@ -9,6 +9,7 @@ from torch import nn
 
 from fvae.errors import InputError
 from fvae.flows.base import FlowBlock, FlowSequence, stack, sum_except_batch, zero_logdet
+from fvae.flows.conv1x1 import Permutation
 from fvae.fp32 import full_precision
 from fvae.flows.registry import block_names, build_block
 from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
@@ -33,7 +34,7 @@ class GlowLevel(FlowSequence):
     ActNorm then the mixing ``W`` is one affine map per pixel, ``W ((x + b) * e^s) = W' x + W' b``
     with ``W' = W diag(e^s)``, so each step's first two blocks become one 1x1 convolution with a
     bias. The ``K`` steps' ``W'`` and biases are built together, in a few batched ops
-    (``stacked`` of the mixing class, :mod:`fvae.flows.conv1x1`), and their log-dets are one
+    (``stacked`` of the convolutions, ``Permutation.folded``: :mod:`fvae.flows.conv1x1`), and their log-dets are one
     number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``; the couplings' log-scale maps
     are summed in one op too (``Coupling.transform``). The result is the blocks' own
     (a test holds them equal), in a fraction of the ops. Until every ActNorm has seen its first
@@ -48,14 +49,19 @@ class GlowLevel(FlowSequence):
         """For inputs like ``x`` ``(B, C, H, W)``: each step's ``W'`` ``(C, C, 1, 1)`` and bias ``W' b``
         ``(C,)``, and the level's ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
         mixings = [step.blocks[1] for step in self.blocks]
-        weights, logdet = type(mixings[0]).stacked(mixings)
-        k, c = weights.shape[:2]
-        bias = stack([step.blocks[0].bias for step in self.blocks]).view(k, c, 1)
-        log_scale = stack([step.blocks[0].log_scale for step in self.blocks]).view(k, 1, c)
-        weights = weights.to(bias.dtype) * torch.exp(log_scale)
-        shift = torch.bmm(weights, bias).view(k, c)
-        return (weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0),
-                x.shape[2] * x.shape[3] * (logdet + log_scale.sum()))
+        k, c = len(mixings), x.shape[1]
+        bias = stack([step.blocks[0].bias for step in self.blocks])
+        log_scale = stack([step.blocks[0].log_scale for step in self.blocks])
+        if isinstance(mixings[0], Permutation):
+            weights, shift = Permutation.folded(mixings, log_scale.view(k, c), bias.view(k, c))
+            logdet = log_scale.sum()
+        else:
+            weights, logdet = type(mixings[0]).stacked(mixings)
+            bias, log_scale = bias.view(k, c, 1), log_scale.view(k, 1, c)
+            weights = weights.to(bias.dtype) * torch.exp(log_scale)
+            shift = torch.bmm(weights, bias).view(k, c)
+            logdet = logdet + log_scale.sum()
+        return weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0), x.shape[2] * x.shape[3] * logdet
 
     @full_precision
     def _mix(self, x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
