@@ -270,10 +270,9 @@ def sweep(report: dict, args, device: torch.device, budget: Budget, save) -> Non
             chosen = gpu_batch(rows)
             if chosen is not None:
                 report["gpu_batch"][f"{preset} {kind}"] = {k: chosen[k] for k in ("batch", "precision", "images_per_s")}
-            report["pending_compiled"].append((preset, kind))
     if args.no_compile:
         return
-    for preset, kind in report.pop("pending_compiled"):
+    for preset, kind in ((preset, kind) for preset in PRESETS for kind in args.kinds):
         eager = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind and "images_per_s" in r]
         if not eager:
             continue
@@ -338,10 +337,10 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "dry_run": args.dry_run, "steps": args.steps, "warmup": args.warmup,
               "matmul_n": 512 if args.dry_run else 8192, "matmul_tflops": {}, "flops_per_image": {}, "training": [],
-              "gpu_batch": {}, "pending_compiled": []}
+              "gpu_batch": {}}
 
     def save() -> None:
-        write_report(args.out, stem, markdown(report), {k: v for k, v in report.items() if k != "pending_compiled"})
+        write_report(args.out, stem, markdown(report), report)
 
     if budget.allows(TESTS_ALLOWANCE):
         tests = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], 900)

@@ -4,6 +4,7 @@ benchmarks/gpu_check.sh on a lent device."""
 import pytest
 import torch
 from test_models import KINDS, images, tiny
+from test_precision import compiled_and_eager_grad_norms
 
 import fvae
 
@@ -56,24 +57,7 @@ def test_the_compiled_step_is_one_cuda_graph_and_trains_as_the_eager_one(tmp_pat
     ones'."""
     from torch._dynamo.utils import counters
 
-    from fvae.config import apply_overrides
-    from fvae.presets import run_config
-    from fvae.training.trainer import Trainer
-
-    tiny_run = ["model.pad_to=null", "model.flow_levels=2", "model.encoder_blocks=1", "model.encoder_hidden=8",
-                "model.flow_steps=1", "model.flow_width=16", "train.batch_size=16", "train.score_samples=0",
-                "train.ema_decay=0.9", "train.warmup_steps=10", "train.precision=32", "train.tf32=false"]
-    runs = {}
-    for compiled in (False, True):
-        config = apply_overrides(run_config("fvae", "mnist"), tiny_run + [f"train.compile={str(compiled).lower()}"])
-        trainer = Trainer(config, tmp_path / str(compiled), progress=False)
-        counters.clear()
-        batches = trainer.batches.from_step(0)
-        try:
-            with torch._inductor.config.patch(fallback_random=True):  # the same posterior noise as eager
-                runs[compiled] = [float(trainer._train_step(*next(batches))[1]) for _ in range(6)]
-        finally:
-            trainer.close()
+    runs = compiled_and_eager_grad_norms(tmp_path, 6, "train.tf32=false")
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1 and counters["inductor"]["cudagraph_skips"] == 0
     assert runs[True] == pytest.approx(runs[False], rel=1e-3)

@@ -206,18 +206,17 @@ def test_two_ranks_train_compiled_in_bf16_to_identical_weights(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
 
 
-@pytest.mark.slow  # a minute of compilation on 2 cores
-def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompiles(tmp_path):
-    """``train.compile=true``: forward, ``torch.autograd.grad``, clipping, Adam and the EMA traced as one
-    graph (``torch._dynamo`` counts no graph break and one graph over steps whose learning rate
-    changes); its steps match the eager ones."""
+def compiled_and_eager_grad_norms(tmp_path, steps: int, *overrides: str) -> dict[bool, list[float]]:
+    """The gradient norms of ``steps`` training steps of a tiny f-VAE with EMA, eager (``False``) and
+    with ``train.compile=true`` (``True``), the same posterior noise in both; ``torch._dynamo``'s
+    counters then hold the compiled run's."""
     from torch._dynamo.utils import counters
 
     from fvae.training.trainer import Trainer
 
     tiny = ["model.pad_to=null", "model.flow_levels=2", "model.encoder_blocks=1", "model.encoder_hidden=8",
             "model.flow_steps=1", "model.flow_width=16", "train.batch_size=16", "train.score_samples=0",
-            "train.ema_decay=0.9", "train.warmup_steps=10", "train.precision=32"]
+            "train.ema_decay=0.9", "train.warmup_steps=10", "train.precision=32", *overrides]
     runs = {}
     for compiled in (False, True):
         config = apply_overrides(run_config("fvae", "mnist"), tiny + [f"train.compile={str(compiled).lower()}"])
@@ -226,9 +225,20 @@ def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompi
         batches = trainer.batches.from_step(0)
         try:
             with torch._inductor.config.patch(fallback_random=True):  # the same posterior noise as eager
-                runs[compiled] = [float(trainer._train_step(*next(batches))[1]) for _ in range(4)]
+                runs[compiled] = [float(trainer._train_step(*next(batches))[1]) for _ in range(steps)]
         finally:
             trainer.close()
+    return runs
+
+
+@pytest.mark.slow  # a minute of compilation on 2 cores
+def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompiles(tmp_path):
+    """``train.compile=true``: forward, ``torch.autograd.grad``, clipping, Adam and the EMA traced as one
+    graph (``torch._dynamo`` counts no graph break and one graph over steps whose learning rate
+    changes); its steps match the eager ones."""
+    from torch._dynamo.utils import counters
+
+    runs = compiled_and_eager_grad_norms(tmp_path, 4)
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1
     assert runs[True] == pytest.approx(runs[False], rel=1e-3)  # the gradient norms of the same steps

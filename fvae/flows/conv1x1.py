@@ -1,10 +1,12 @@
 """Channel mixing: invertible 1x1 convolutions (plain and LU) and fixed permutations.
 
-Each mixing block is a map ``y = W x`` at every pixel. The convolutions' ``stacked(blocks)`` gives
-the matrices of several blocks of the same size at once, ``(K, C, C)``, with the sum of their
-``log|det W|``: the few batched ops with which :class:`~fvae.flows.glow.GlowLevel` builds a whole
-level's mixing instead of a dozen ops per block. A permutation's matrix is all but empty:
-:meth:`Permutation.folded` builds it with the ActNorm before it folded in, without dense products.
+Each mixing block is a map ``y = W x`` at every pixel. Its class's ``folded(blocks, log_scale,
+bias)`` takes several blocks of the same size, each after an ActNorm ``(x + b_k) e^(s_k)`` (their
+parameters stacked, ``(K, 1, C, 1, 1)``), and gives ``W_k diag(e^(s_k))`` ``(K, C, C)``, the shifts
+``W_k (b_k e^(s_k))`` ``(K, C)`` and the log-det a pixel, ``sum_k (sum(s_k) + log|det W_k|)``: the few
+batched ops with which :class:`~fvae.flows.glow.GlowLevel` makes a whole level's ActNorms and
+mixings one 1x1 convolution a step, instead of a dozen ops per block. The convolutions build
+their dense matrices (``stacked``); a permutation's, all but empty, is scattered.
 """
 from __future__ import annotations
 
@@ -17,6 +19,15 @@ from torch import nn
 from fvae.errors import InputError
 from fvae.flows.base import FlowBlock, stack, zero_logdet
 from fvae.fp32 import full_precision
+
+
+def _fold_dense(weights: torch.Tensor, logdet: torch.Tensor, log_scale: torch.Tensor, bias: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``folded`` (module docstring) for dense ``weights`` ``(K, C, C)`` with ``sum_k log|det W_k|``."""
+    k, c = weights.shape[:2]
+    bias, log_scale = bias.view(k, c, 1), log_scale.view(k, 1, c)
+    weights = weights.to(bias.dtype) * torch.exp(log_scale)
+    return weights, torch.bmm(weights, bias).view(k, c), logdet + log_scale.sum()
 
 
 def _random_rotation(channels: int) -> torch.Tensor:
@@ -48,6 +59,12 @@ class InvertibleConv1x1(FlowBlock):
         """``(W_1 .. W_K)``, ``(K, C, C)``, and ``sum_k log|det W_k|``."""
         weights = stack([b.weight for b in blocks])
         return weights, torch.linalg.slogdet(weights)[1].sum()
+
+    @staticmethod
+    def folded(blocks: Sequence["InvertibleConv1x1"], log_scale: torch.Tensor, bias: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The blocks after ActNorms (module docstring)."""
+        return _fold_dense(*InvertibleConv1x1.stacked(blocks), log_scale, bias)
 
 
 class InvertibleConv1x1LU(FlowBlock):
@@ -102,6 +119,12 @@ class InvertibleConv1x1LU(FlowBlock):
         permutations = torch.stack([b.permutation for b in blocks])
         return torch.bmm(torch.bmm(permutations, lower + first.eye), upper), log_s.sum()
 
+    @staticmethod
+    def folded(blocks: Sequence["InvertibleConv1x1LU"], log_scale: torch.Tensor, bias: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The blocks after ActNorms (module docstring)."""
+        return _fold_dense(*InvertibleConv1x1LU.stacked(blocks), log_scale, bias)
+
 
 class Permutation(FlowBlock):
     """A fixed channel permutation (``logdet = 0``): reversed, or random with a fixed seed."""
@@ -125,14 +148,14 @@ class Permutation(FlowBlock):
 
     @staticmethod
     def folded(blocks: Sequence["Permutation"], log_scale: torch.Tensor, bias: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For the blocks ``W_k = I[perm_k]`` (``log|det| = 0``) each after an ActNorm ``(x + b_k)
-        e^(s_k)`` (``log_scale`` and ``bias`` ``(K, C)``): ``W_k diag(e^(s_k))`` ``(K, C, C)``, whose row
-        ``i`` holds ``e^(s_k[p])`` at column ``p = perm_k[i]``, scattered; and ``W_k (b_k e^(s_k))``
-        ``(K, C)``, gathered. No ``C x C`` product in either pass: at the 1,536 channels of the
-        celebahq64 top level the dense one took a fifth of a CPU step."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The blocks ``W_k = I[perm_k]`` (``log|det| = 0``) after ActNorms (module docstring): row ``i``
+        of ``W_k diag(e^(s_k))`` holds ``e^(s_k[p])`` at column ``p = perm_k[i]``, scattered, and the
+        shift is ``b_k e^(s_k)`` gathered at ``perm_k``. No ``C x C`` product in either pass: at the
+        1,536 channels of the celebahq64 top level the dense one took a fifth of a CPU step."""
         perms = torch.stack([b.perm for b in blocks])
         k, c = perms.shape
+        log_scale, bias = log_scale.view(k, c), bias.view(k, c)
         scale = torch.exp(log_scale)
         weights = log_scale.new_zeros(k, c, c).scatter_(2, perms.unsqueeze(2), scale.gather(1, perms).unsqueeze(2))
-        return weights, (bias * scale).gather(1, perms)
+        return weights, (bias * scale).gather(1, perms), log_scale.sum()

@@ -9,7 +9,6 @@ from torch import nn
 
 from fvae.errors import InputError
 from fvae.flows.base import FlowBlock, FlowSequence, stack, sum_except_batch, zero_logdet
-from fvae.flows.conv1x1 import Permutation
 from fvae.fp32 import full_precision
 from fvae.flows.registry import block_names, build_block
 from fvae.flows.reshape import GaussianSplit, squeeze, unsqueeze
@@ -34,7 +33,7 @@ class GlowLevel(FlowSequence):
     ActNorm then the mixing ``W`` is one affine map per pixel, ``W ((x + b) * e^s) = W' x + W' b``
     with ``W' = W diag(e^s)``, so each step's first two blocks become one 1x1 convolution with a
     bias. The ``K`` steps' ``W'`` and biases are built together, in a few batched ops
-    (``stacked`` of the convolutions, ``Permutation.folded``: :mod:`fvae.flows.conv1x1`), and their log-dets are one
+    (``folded`` of the mixing class, :mod:`fvae.flows.conv1x1`), and their log-dets are one
     number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``; the couplings' log-scale maps
     are summed in one op too (``Coupling.transform``). The result is the blocks' own
     (a test holds them equal), in a fraction of the ops. Until every ActNorm has seen its first
@@ -50,17 +49,9 @@ class GlowLevel(FlowSequence):
         ``(C,)``, and the level's ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
         mixings = [step.blocks[1] for step in self.blocks]
         k, c = len(mixings), x.shape[1]
-        bias = stack([step.blocks[0].bias for step in self.blocks])
-        log_scale = stack([step.blocks[0].log_scale for step in self.blocks])
-        if isinstance(mixings[0], Permutation):
-            weights, shift = Permutation.folded(mixings, log_scale.view(k, c), bias.view(k, c))
-            logdet = log_scale.sum()
-        else:
-            weights, logdet = type(mixings[0]).stacked(mixings)
-            bias, log_scale = bias.view(k, c, 1), log_scale.view(k, 1, c)
-            weights = weights.to(bias.dtype) * torch.exp(log_scale)
-            shift = torch.bmm(weights, bias).view(k, c)
-            logdet = logdet + log_scale.sum()
+        weights, shift, logdet = type(mixings[0]).folded(
+            mixings, stack([step.blocks[0].log_scale for step in self.blocks]),
+            stack([step.blocks[0].bias for step in self.blocks]))
         return weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0), x.shape[2] * x.shape[3] * logdet
 
     @full_precision

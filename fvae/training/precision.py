@@ -6,8 +6,8 @@ on anywhere, and ``auto`` (the default) picks whichever was measured faster on t
 device: bf16 on a CPU that multiplies bf16 matrices in hardware (Intel AMX: oneDNN's bf16
 convolutions there run 2-3x faster than fp32 ones, and the default run 1.36x as fast as fvae
 0.9.1's, ``benchmarks/cpu_precision.py``, ``benchmarks/train_speed.py``), fp32 on other CPUs
-(where bf16 is emulated and several times slower) and on GPUs (at the presets' sizes an H200 is launch-bound and bf16's casts made steps
-slower, docs/engine.md, "GPU check").
+(where bf16 is emulated and several times slower) and on GPUs (at the presets' sizes an H200 is
+launch-bound and bf16's casts made steps slower, docs/engine.md, "GPU check").
 """
 from __future__ import annotations
 
