@@ -13,7 +13,10 @@ ops are ``detach``: under a dispatch mode, autograd dispatches one each time it 
 op returned (ReLU's, GroupNorm's statistics, ``exp``'s) and again when backward unpacks it, which
 a plain run does not (``torch.profiler`` shows no such ``detach``); none of them launches a kernel.
 Every row runs in fp32 (``train.precision=32``), what a GPU run gets by default, so that no
-autocast cast is counted on a CPU where ``auto`` picks bf16. ``--baseline SRC`` counts the same rows
+autocast cast is counted on a CPU where ``auto`` picks bf16. ``ops_per_step`` counts the ops of the
+path a GPU runs; where that differs from a CPU's (a flow whose mixing is a permutation: dense on
+CUDA, gathered on a CPU, :class:`fvae.flows.conv1x1.Permutation`), ``cpu_ops_per_step`` counts the
+CPU's too. ``--baseline SRC`` counts the same rows
 with the fvae in the source tree ``SRC`` too (for instance ``git worktree add /tmp/fvae-0.9.1
 v0.9.1``), in a subprocess. Prints the table and writes benchmarks/results/step_ops.{md,json}.
 """
@@ -64,20 +67,30 @@ def count_row(kind: str, preset: str, steps: int) -> dict:
     images = torch.randint(0, 256, (4 * batch, *shape), dtype=torch.uint8)
     data = TensorDataset(images, torch.randint(0, 10, (4 * batch,)))
     trainer = Trainer(config, tempfile.mkdtemp(prefix="step-ops-"), progress=False, train_set=data, test_set=data)
+    # the permutations of the CelebA-HQ presets' flows run dense on CUDA and gathered on a CPU
+    # (fvae.flows.conv1x1.Permutation): both paths are counted, the GPU's first
+    permutations = [m for m in trainer.model.modules() if hasattr(m, "dense")]
+    paths = {"gpu": True, "cpu": None} if permutations else {"gpu": None}
+    counts = {}
     try:
         batches = trainer.batches.from_step(0)
         trainer._train_step(*next(batches))
-        with OpCounter() as counter:
-            for _ in range(steps):
-                trainer._train_step(*next(batches))
+        for path, dense in paths.items():
+            for block in permutations:
+                block.dense = dense
+            with OpCounter() as counter:
+                for _ in range(steps):
+                    trainer._train_step(*next(batches))
+            counts[path] = counter.counts
     finally:
         trainer.close()
-    total = sum(counter.counts.values())
-    top = [{"op": name, "per_step": round(n / steps, 1)} for name, n in counter.counts.most_common(8)]
+    ops = counts["gpu"]
+    top = [{"op": name, "per_step": round(n / steps, 1)} for name, n in ops.most_common(8)]
     return {"version": __version__, "kind": kind, "preset": preset, "batch": batch,
-            "ops_per_step": round(total / steps, 1),
-            "detach_per_step": round(counter.counts["aten.detach"] / steps, 1),
-            "read_backs_per_step": round(sum(counter.counts[r] for r in READ_BACKS) / steps, 2),
+            "ops_per_step": round(sum(ops.values()) / steps, 1),
+            "cpu_ops_per_step": round(sum(counts.get("cpu", ops).values()) / steps, 1),
+            "detach_per_step": round(ops["aten.detach"] / steps, 1),
+            "read_backs_per_step": round(sum(ops[r] for r in READ_BACKS) / steps, 2),
             "parameters": sum(p.numel() for p in trainer.model.parameters()), "top_ops": top}
 
 
@@ -105,11 +118,11 @@ def main() -> None:
     rows = [count_row(kind, preset, args.steps) for preset in args.presets for kind in args.kinds]
     if args.baseline is not None:
         rows += baseline_rows(args.baseline.resolve(), args.kinds, args.presets, args.steps)
-    columns = ["version", "preset", "kind", "batch", "ops_per_step", "detach_per_step", "read_backs_per_step",
-               "parameters"]
+    columns = ["version", "preset", "kind", "batch", "ops_per_step", "cpu_ops_per_step", "detach_per_step",
+               "read_backs_per_step", "parameters"]
     text = (f"`{command_line()}`\n\nATen ops and host read-backs per training step between log steps "
             f"(counted over {args.steps} steps after a warm-up step)\n\n"
-            f"{markdown_table(rows, columns, {'parameters': ',', 'ops_per_step': ',.0f', 'detach_per_step': ',.0f'})}\n")
+            f"{markdown_table(rows, columns, {'parameters': ',', 'ops_per_step': ',.0f', 'cpu_ops_per_step': ',.0f', 'detach_per_step': ',.0f'})}\n")
     write_report(args.out, "step_ops", text, {"steps": args.steps, "rows": rows})
 
 

@@ -166,11 +166,24 @@ def own_shapes() -> str:
 def step_ops() -> str:
     record = load("step_ops")
     rows = record["rows"]
-    columns = ["version", "preset", "kind", "batch", "ops_per_step", "read_backs_per_step", "parameters"]
-    return markdown_table(rows, columns, {"parameters": ",", "ops_per_step": ",.0f", "read_backs_per_step": ".2f"},
-                          {"ops_per_step": "ATen ops a step", "read_backs_per_step": "host read-backs a step"}) + (
+    columns = ["version", "preset", "kind", "batch", "ops_per_step", "cpu_ops_per_step", "read_backs_per_step",
+               "parameters"]
+    return markdown_table(rows, columns, {"parameters": ",", "ops_per_step": ",.0f", "cpu_ops_per_step": ",.0f",
+                                          "read_backs_per_step": ".2f"},
+                          {"ops_per_step": "ATen ops a step", "cpu_ops_per_step": "on a CPU",
+                           "read_backs_per_step": "host read-backs a step"}) + (
         f"\n\n(`{record['meta']['command']}`: counted over {record['steps']} steps after a warm-up step, "
         f"between two log steps.)\n")
+
+
+def permutation_path() -> str:
+    record = load("permutation_path")
+    return markdown_table(record["rows"], ["preset", "model", "batch", "dense (GPU's)", "gathered (CPU's)",
+                                           "dense / gathered"],
+                          {"dense (GPU's)": ".3f", "gathered (CPU's)": ".3f", "dense / gathered": ".2f"},
+                          {"dense (GPU's)": "dense, s a step", "gathered (CPU's)": "gathered, s a step"}) + (
+        f"\n\n(`{record['meta']['command']}`: fp32, {record['threads']} threads, median of {record['rounds']} "
+        f"steps a path.)\n")
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -179,6 +192,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "context": context, "train_speed": train_speed, "ood": ood, "conditional": peers("conditional"),
     "edits_summary": edits_summary, "score_graded": score_graded, "score_spread": score_spread,
     "data_speed": data_speed, "step_ops": step_ops, "own_shapes": own_shapes,
+    "permutation_path": permutation_path,
 }
 
 

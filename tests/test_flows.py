@@ -218,17 +218,29 @@ def test_top_steps_and_split_prior_width_build_what_they_say():
     assert not prior_convs[-1].weight.any() and not prior_convs[-1].bias.any()
 
 
-@pytest.mark.parametrize("mixing", ["conv1x1_lu", "conv1x1", "shuffle", "reverse"])
+@pytest.mark.parametrize("mixing", ["conv1x1_lu", "conv1x1", "shuffle", "reverse", "dense shuffle"])
 @pytest.mark.parametrize("coupling", ["affine", "additive"])
 def test_a_glow_level_fused_equals_its_blocks_one_by_one(mixing, coupling):
-    """ActNorm and mixing folded into one convolution, built for all steps at once: the same map,
-    log-det and gradients as the blocks run in turn (float64)."""
-    level = MultiScaleGlow(SHAPE, 1, 3, 8, coupling, mixing, squeeze_first=False).double().flows[0]
+    """ActNorm and mixing folded into one map a step, built for all steps at once (a 1x1 convolution,
+    or for a permutation on the CPU a gather and a per-channel scale; ``dense``: the convolution a
+    GPU runs): the same map, log-det and gradients as the blocks run in turn (float64)."""
+    import torch.nn.functional as F
+
+    from fvae.flows.conv1x1 import Permutation, _permute_and_scale
+
+    dense = mixing.startswith("dense ")
+    level = MultiScaleGlow(SHAPE, 1, 3, 8, coupling, mixing.removeprefix("dense "),
+                           squeeze_first=False).double().flows[0]
+    for block in level.modules():
+        if isinstance(block, Permutation):
+            block.dense = dense or None
     x = torch.randn(5, *SHAPE, dtype=torch.float64)
     assert not level._fusable()
     level(x)  # ActNorm's initialisation runs block by block
     perturb(level)
     assert level._fusable()
+    gathered = mixing in ("shuffle", "reverse")
+    assert level._mixing_maps(x)[0][0].func is (_permute_and_scale if gathered else F.conv2d)
     runs = []
     for forward in (level.forward, lambda v: FlowSequence.forward(level, v)):
         level.zero_grad()

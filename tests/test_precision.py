@@ -232,13 +232,15 @@ def compiled_and_eager_grad_norms(tmp_path, steps: int, *overrides: str) -> dict
 
 
 @pytest.mark.slow  # a minute of compilation on 2 cores
-def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompiles(tmp_path):
+@pytest.mark.parametrize("mixing", ["conv1x1_lu", "shuffle"])
+def test_the_whole_compiled_training_step_is_one_graph_without_breaks_or_recompiles(tmp_path, mixing):
     """``train.compile=true``: forward, ``torch.autograd.grad``, clipping, Adam and the EMA traced as one
     graph (``torch._dynamo`` counts no graph break and one graph over steps whose learning rate
-    changes); its steps match the eager ones."""
+    changes); its steps match the eager ones. ``shuffle``: a permutation, gathered on the CPU by an
+    autograd function of its own (``fvae.flows.conv1x1.Permutation``)."""
     from torch._dynamo.utils import counters
 
-    runs = compiled_and_eager_grad_norms(tmp_path, 4)
+    runs = compiled_and_eager_grad_norms(tmp_path, 4, f"model.mixing={mixing}")
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1
     assert runs[True] == pytest.approx(runs[False], rel=1e-3)  # the gradient norms of the same steps

@@ -7,10 +7,14 @@ parameters stacked, ``(K, 1, C, 1, 1)``), and gives ``W_k diag(e^(s_k))`` ``(K, 
 batched ops with which :class:`~fvae.flows.glow.GlowLevel` makes a whole level's ActNorms and
 mixings one 1x1 convolution a step, instead of a dozen ops per block. The convolutions build
 their dense matrices (``stacked``); a permutation's, all but empty, is scattered.
+``step_maps(blocks, log_scale, bias, device)`` gives the level those steps as functions
+``x -> W_k diag(e^(s_k)) (x + b_k)``: the convolutions, or for a permutation off CUDA a gather and
+a per-channel affine map (:class:`Permutation`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +34,38 @@ def _fold_dense(weights: torch.Tensor, logdet: torch.Tensor, log_scale: torch.Te
     return weights, torch.bmm(weights, bias).view(k, c), logdet + log_scale.sum()
 
 
+def _convolutions(weights: torch.Tensor, shift: torch.Tensor) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The maps ``x -> W'_k x + shift_k``, one 1x1 convolution each, for ``weights`` ``(K, C, C)`` and
+    ``shift`` ``(K, C)``."""
+    k, c = shift.shape
+    return [functools.partial(F.conv2d, weight=w, bias=b)
+            for w, b in zip(weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0))]
+
+
+class Mixing(FlowBlock):
+    """Base of the mixing blocks: ``folded`` (module docstring) in the subclass, and from it
+    ``step_maps``, each step one 1x1 convolution."""
+
+    @staticmethod
+    def folded(blocks: Sequence["Mixing"], log_scale: torch.Tensor, bias: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def step_maps(cls, blocks: Sequence["Mixing"], log_scale: torch.Tensor, bias: torch.Tensor,
+                  device: torch.device) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]:
+        """The ``K`` blocks after their ActNorms (parameters ``(K, 1, C, 1, 1)``) as maps of
+        ``(B, C, H, W)`` inputs on ``device``, and their log-det a pixel (0-d)."""
+        weights, shift, logdet = cls.folded(blocks, log_scale, bias)
+        return _convolutions(weights, shift), logdet
+
+
 def _random_rotation(channels: int) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(channels, channels))
     return q
 
 
-class InvertibleConv1x1(FlowBlock):
+class InvertibleConv1x1(Mixing):
     """``y = W x`` at every pixel, ``W``: ``(C, C)``; ``logdet = H * W * log|det W|``.
 
     Initialised to a random rotation (``log|det W| = 0``).
@@ -67,7 +97,7 @@ class InvertibleConv1x1(FlowBlock):
         return _fold_dense(*InvertibleConv1x1.stacked(blocks), log_scale, bias)
 
 
-class InvertibleConv1x1LU(FlowBlock):
+class InvertibleConv1x1LU(Mixing):
     """The 1x1 convolution with ``W = P L (U + diag(sign * exp(log_s)))``.
 
     ``P`` is a fixed permutation, ``L`` unit lower-triangular, ``U`` strictly
@@ -126,8 +156,40 @@ class InvertibleConv1x1LU(FlowBlock):
         return _fold_dense(*InvertibleConv1x1LU.stacked(blocks), log_scale, bias)
 
 
-class Permutation(FlowBlock):
-    """A fixed channel permutation (``logdet = 0``): reversed, or random with a fixed seed."""
+class _PermuteChannels(torch.autograd.Function):
+    """``x[:, perm]`` whose backward is the gather by the inverse permutation: one op each way, where
+    autograd's own backward scatters into zeros (two)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inverse_perm: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse_perm)
+        return x.index_select(1, perm)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        inverse_perm, = ctx.saved_tensors
+        return grad.index_select(1, inverse_perm), None, None
+
+
+def _permute_and_scale(x: torch.Tensor, perm: torch.Tensor, inverse_perm: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor) -> torch.Tensor:
+    """``x[:, perm] * weight + bias`` per channel, ``weight`` ``(C, 1, 1, 1)``, ``bias`` ``(C,)``: a gather,
+    then a depthwise 1x1 convolution (its backward one op for the input, weight and bias)."""
+    return F.conv2d(_PermuteChannels.apply(x, perm, inverse_perm), weight, bias, groups=x.shape[1])
+
+
+class Permutation(Mixing):
+    """A fixed channel permutation (``logdet = 0``): reversed, or random with a fixed seed.
+
+    In a fused level (``step_maps``) a step's ActNorm and permutation are, with ``dense`` True, one
+    1x1 convolution by the scattered ``P diag(e^s)``, as the other mixings (the fewest ops: on a GPU,
+    kernel launches); with ``dense`` False, a gather of the channels and a per-channel affine map, no
+    ``C x C`` matrix built or multiplied (two more ops a step). ``None``, the default: dense on CUDA,
+    gathered elsewhere. On a CPU the dense matrices cost most where channels are many and maps
+    small: the celebahq64 f-VAE's top level multiplies 1,536 x 1,536 at 1x1, and its fp32 step
+    takes 1.27-1.40x as long dense (``benchmarks/permutation_path.py``).
+    """
 
     def __init__(self, channels: int, kind: str = "reverse", seed: int = 0):
         super().__init__()
@@ -139,6 +201,7 @@ class Permutation(FlowBlock):
             raise InputError(f"unknown permutation {kind!r}: expected 'reverse' or 'shuffle'")
         self.register_buffer("perm", perm)
         self.register_buffer("inverse_perm", torch.argsort(perm))
+        self.dense: bool | None = None
 
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, self.perm], zero_logdet(x)
@@ -151,11 +214,28 @@ class Permutation(FlowBlock):
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The blocks ``W_k = I[perm_k]`` (``log|det| = 0``) after ActNorms (module docstring): row ``i``
         of ``W_k diag(e^(s_k))`` holds ``e^(s_k[p])`` at column ``p = perm_k[i]``, scattered, and the
-        shift is ``b_k e^(s_k)`` gathered at ``perm_k``. No ``C x C`` product in either pass: at the
-        1,536 channels of the celebahq64 top level the dense one took a fifth of a CPU step."""
+        shift is ``b_k e^(s_k)`` gathered at ``perm_k``. No ``C x C`` product in either pass."""
         perms = torch.stack([b.perm for b in blocks])
         k, c = perms.shape
         log_scale, bias = log_scale.view(k, c), bias.view(k, c)
         scale = torch.exp(log_scale)
         weights = log_scale.new_zeros(k, c, c).scatter_(2, perms.unsqueeze(2), scale.gather(1, perms).unsqueeze(2))
         return weights, (bias * scale).gather(1, perms), log_scale.sum()
+
+    @classmethod
+    def step_maps(cls, blocks: Sequence["Permutation"], log_scale: torch.Tensor, bias: torch.Tensor,
+                  device: torch.device) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]:
+        """As :meth:`Mixing.step_maps`; gathered where ``dense`` (class docstring) says so: step ``k``
+        maps ``x`` to ``x[:, perm_k] e^(s_k[perm_k]) + (b_k e^(s_k))[perm_k]``."""
+        dense = blocks[0].dense
+        if dense or (dense is None and device.type == "cuda"):
+            return super().step_maps(blocks, log_scale, bias, device)
+        perms = torch.stack([b.perm for b in blocks])
+        k, c = perms.shape
+        log_scale, bias = log_scale.view(k, c), bias.view(k, c)
+        scale = torch.exp(log_scale)
+        gathered = torch.stack([scale, bias * scale], dim=1).gather(2, perms.unsqueeze(1).expand(k, 2, c))
+        weights, shifts = gathered[:, 0].reshape(k, c, 1, 1, 1).unbind(0), gathered[:, 1].unbind(0)
+        maps = [functools.partial(_permute_and_scale, perm=b.perm, inverse_perm=b.inverse_perm, weight=w, bias=t)
+                for b, w, t in zip(blocks, weights, shifts)]
+        return maps, log_scale.sum()

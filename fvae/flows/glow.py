@@ -1,10 +1,9 @@
 """The multi-scale Glow ``F`` (Kingma & Dhariwal, 2018), built from the blocks of this package."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fvae.errors import InputError
@@ -33,7 +32,8 @@ class GlowLevel(FlowSequence):
     ActNorm then the mixing ``W`` is one affine map per pixel, ``W ((x + b) * e^s) = W' x + W' b``
     with ``W' = W diag(e^s)``, so each step's first two blocks become one 1x1 convolution with a
     bias. The ``K`` steps' ``W'`` and biases are built together, in a few batched ops
-    (``folded`` of the mixing class, :mod:`fvae.flows.conv1x1`), and their log-dets are one
+    (``step_maps`` of the mixing class, :mod:`fvae.flows.conv1x1`; a permutation off CUDA is a
+    gather and a per-channel scale instead, no ``C x C`` matrix), and their log-dets are one
     number for the level, ``H W sum_k (sum(s_k) + log|det W_k|)``; the couplings' log-scale maps
     are summed in one op too (``Coupling.transform``). The result is the blocks' own
     (a test holds them equal), in a fraction of the ops. Until every ActNorm has seen its first
@@ -44,27 +44,27 @@ class GlowLevel(FlowSequence):
         return all(step.blocks[0].ready for step in self.blocks)
 
     @full_precision
-    def _affine_mixing(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]:
-        """For inputs like ``x`` ``(B, C, H, W)``: each step's ``W'`` ``(C, C, 1, 1)`` and bias ``W' b``
-        ``(C,)``, and the level's ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
+    def _mixing_maps(self, x: torch.Tensor) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]:
+        """For inputs like ``x`` ``(B, C, H, W)``: each step's ActNorm and mixing as one map
+        (``step_maps`` of the mixing class, :mod:`fvae.flows.conv1x1`) and the level's
+        ActNorm-and-mixing log-det, ``H W sum_k (sum(s_k) + log|det W_k|)`` (0-d)."""
         mixings = [step.blocks[1] for step in self.blocks]
-        k, c = len(mixings), x.shape[1]
-        weights, shift, logdet = type(mixings[0]).folded(
+        maps, logdet = type(mixings[0]).step_maps(
             mixings, stack([step.blocks[0].log_scale for step in self.blocks]),
-            stack([step.blocks[0].bias for step in self.blocks]))
-        return weights.view(k, c, c, 1, 1).unbind(0), shift.unbind(0), x.shape[2] * x.shape[3] * logdet
+            stack([step.blocks[0].bias for step in self.blocks]), x.device)
+        return maps, x.shape[2] * x.shape[3] * logdet
 
     @full_precision
-    def _mix(self, x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, shift)
+    def _mix(self, x: torch.Tensor, mix: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return mix(x)
 
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._fusable():
             return super().forward(x, context)
-        weights, shifts, logdet = self._affine_mixing(x)
+        maps, logdet = self._mixing_maps(x)
         log_scales = []
-        for step, weight, shift in zip(self.blocks, weights, shifts):
-            x, log_s = step.blocks[2].transform(self._mix(x, weight, shift), context)
+        for step, mix in zip(self.blocks, maps):
+            x, log_s = step.blocks[2].transform(self._mix(x, mix), context)
             if log_s is not None:
                 log_scales.append(log_s)
         if log_scales:
