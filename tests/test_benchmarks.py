@@ -93,6 +93,16 @@ def test_memory_format_benchmark_runs(tmp_path):
     assert all(row[v] > 0 for v in ("fvae's choice", "nchw", "channels_last"))
 
 
+@pytest.mark.slow
+def test_permutation_path_benchmark_times_both_paths(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "permutation_path.py"), "--rows", "celebahq64:fvae:1",
+                           "--rounds", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = json.loads((tmp_path / "permutation_path.json").read_text())["rows"]
+    assert row["dense (GPU's)"] > 0 and row["gathered (CPU's)"] > 0
+    assert row["dense / gathered"] == pytest.approx(row["dense (GPU's)"] / row["gathered (CPU's)"], abs=0.01)
+
+
 def test_profile_step_attributes_a_vae_step_to_its_convolutions(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--kind", "vae", "--batch", "8",
                            "--steps", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
