@@ -14,6 +14,9 @@
    ``torch.utils.flop_counter``, times the steps a second) as a share of the matmul of the same
    precision, and the test bits/dim after those ``warmup + steps`` steps beside the eager fp32
    run's at the same batch (same seed, so the same batches and noise);
+   Where the preset's flow mixes channels by a permutation (celebahq64: ``shuffle``), one more eager
+   row at its GPU batch (below) runs the permutations gathered, as a CPU does, instead of dense
+   (:class:`fvae.flows.conv1x1.Permutation`), to decide which a GPU should run;
 4. compiled (``train.compile=true``: the whole step, captured as a CUDA graph): each preset at the
    batch and precision of its fastest eager row, with the graphs Dynamo compiled, its graph breaks
    and the graphs Inductor left uncaptured (``cudagraph_skips``);
@@ -52,6 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fvae.config import apply_overrides
 from fvae.data import load_dataset
 from fvae.data.batches import read_items
+from fvae.flows.conv1x1 import Permutation
 from fvae.models import model_from_config
 from fvae.presets import run_config
 from fvae.scoring.evaluate import test_bits_per_dim
@@ -144,10 +148,10 @@ def flops_per_image(config, train_set, device: torch.device) -> float:
 
 
 def sweep_row(preset: str, kind: str, batch: int, mode: str, compiled: bool, data: tuple, args,
-              device: torch.device) -> dict:
+              device: torch.device, gathered: bool = False) -> dict:
     """Train a fresh model ``warmup + steps`` steps with fvae's Trainer, as ``fvae train`` starts a run
     of the preset (at full rate from the first steps, the celebahq64 f-VAE's bound rose to 148
-    bits/dim in three); time the last ``steps``."""
+    bits/dim in three); time the last ``steps``. ``gathered``: its permutations gathered, not dense."""
     config = preset_config(preset, kind, args.dry_run)
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, batch_size=batch, precision="bf16" if mode == "bf16" else "32", tf32=mode == "tf32",
@@ -167,6 +171,8 @@ def sweep_row(preset: str, kind: str, batch: int, mode: str, compiled: bool, dat
     torch._dynamo.utils.counters.clear()
     run_dir = tempfile.mkdtemp(prefix="fvae-gpu-sweep-")
     trainer = Trainer(config, run_dir, progress=False, train_set=train_set, test_set=test_set)
+    for block in permutations(trainer.model) if gathered else ():
+        block.dense = False
     try:
         bpd_start = bits_per_dim(trainer.model)
         batches = trainer.batches.from_step(0)
@@ -215,7 +221,7 @@ def measure(report: dict, row: dict, args, device: torch.device, data: tuple, bu
     else:
         try:
             row |= sweep_row(row["preset"], row["kind"], row["batch"], row["precision"], row["compiled"], data, args,
-                             device)
+                             device, row.get("permutations") == "gathered")
         except torch.cuda.OutOfMemoryError:
             row["error"] = "out of memory"
         except Exception as error:  # report, and go on to the next measurement
@@ -226,7 +232,7 @@ def measure(report: dict, row: dict, args, device: torch.device, data: tuple, bu
         row["of_matmul"] = float(f"{row['tflops'] / peak[row['precision']]:.3g}")
     reference = next((r for r in report["training"] if r["preset"] == row["preset"] and r["kind"] == row["kind"]
                       and r["batch"] == row["batch"] and r["precision"] == "fp32" and not r["compiled"]
-                      and "test_bpd" in r), None)
+                      and "permutations" not in r and "test_bpd" in r), None)
     if reference is not None and "test_bpd" in row:
         row["bpd_vs_fp32"] = round(row["test_bpd"] - reference["test_bpd"], 4)
     print(json.dumps(row), flush=True)
@@ -235,9 +241,13 @@ def measure(report: dict, row: dict, args, device: torch.device, data: tuple, bu
     return row
 
 
+def permutations(model: torch.nn.Module) -> list[Permutation]:
+    return [m for m in model.modules() if isinstance(m, Permutation)]
+
+
 def gpu_batch(rows: list[dict]) -> dict | None:
     """The eager row a GPU preset should take: the smallest batch within 10% of the best images/s."""
-    eager = [r for r in rows if not r["compiled"] and "images_per_s" in r]
+    eager = [r for r in rows if not r["compiled"] and "permutations" not in r and "images_per_s" in r]
     if not eager:
         return None
     best = max(r["images_per_s"] for r in eager)
@@ -268,12 +278,18 @@ def sweep(report: dict, args, device: torch.device, budget: Budget, save) -> Non
                         failed[mode] = batch
             rows = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind]
             chosen = gpu_batch(rows)
-            if chosen is not None:
-                report["gpu_batch"][f"{preset} {kind}"] = {k: chosen[k] for k in ("batch", "precision", "images_per_s")}
+            if chosen is None:
+                continue
+            report["gpu_batch"][f"{preset} {kind}"] = {k: chosen[k] for k in ("batch", "precision", "images_per_s")}
+            if preset_config(preset, kind, args.dry_run).model.mixing in ("shuffle", "reverse"):
+                row = {"preset": preset, "kind": kind, "batch": chosen["batch"], "precision": chosen["precision"],
+                       "compiled": False, "permutations": "gathered"}
+                measure(report, row, args, device, data, budget, EAGER_ALLOWANCE, save)
     if args.no_compile:
         return
     for preset, kind in ((preset, kind) for preset in PRESETS for kind in args.kinds):
-        eager = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind and "images_per_s" in r]
+        eager = [r for r in report["training"] if r["preset"] == preset and r["kind"] == kind and "images_per_s" in r
+                 and "permutations" not in r]
         if not eager:
             continue
         fastest = max(eager, key=lambda r: r["images_per_s"])
@@ -370,7 +386,8 @@ def markdown(report: dict) -> str:
              "the eager fp32 row of the same batch; `of_matmul`: achieved TFLOP/s over the matrix multiply's of the "
              "same precision.", ""]
     rows = [dict(r, error=r.get("error", "")) for r in report["training"]]
-    columns = ["preset", "kind", "batch", "precision", "compiled", "images_per_s", "step_ms", "peak_gib", "tflops",
+    rows = [dict(r, permutations=r.get("permutations", "")) for r in rows]
+    columns = ["preset", "kind", "batch", "precision", "compiled", "permutations", "images_per_s", "step_ms", "peak_gib", "tflops",
                "of_matmul", "bpd_start", "test_bpd", "bpd_vs_fp32", "warmup_s", "graphs", "cudagraph_skips", "error"]
     lines.append(markdown_table(rows, columns, {"images_per_s": ",.1f", "of_matmul": ".1%"}))
     if report["gpu_batch"]:

@@ -140,6 +140,9 @@ def test_gpu_check_runs_in_its_cpu_dry_run_mode(tmp_path):
         if row["precision"] == "bf16":  # the same batches and noise as the fp32 row: close bounds
             assert abs(row["bpd_vs_fp32"]) < 0.05
     assert set(report["gpu_batch"]) == {"celebahq64 fvae", "mnist fvae"}
+    chosen = report["gpu_batch"]["celebahq64 fvae"]  # its permutations also gathered there, once
+    assert [(r["preset"], r["batch"], r["precision"]) for r in rows if r.get("permutations") == "gathered"] == [
+        ("celebahq64", chosen["batch"], chosen["precision"])]
     assert (tmp_path / "gpu_dryrun.md").read_text().startswith("`python benchmarks/gpu_check.py --dry-run`")
 
 

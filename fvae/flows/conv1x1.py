@@ -185,7 +185,8 @@ class Permutation(Mixing):
     In a fused level (``step_maps``) a step's ActNorm and permutation are, with ``dense`` True, one
     1x1 convolution by the scattered ``P diag(e^s)``, as the other mixings (the fewest ops: on a GPU,
     kernel launches); with ``dense`` False, a gather of the channels and a per-channel affine map, no
-    ``C x C`` matrix built or multiplied (two more ops a step). ``None``, the default: dense on CUDA,
+    ``C x C`` matrix built or multiplied (two more ops a step). ``None``, the default: dense on CUDA
+    (reasoned, not yet measured against gathered there: ``benchmarks/gpu_check.py`` has the row),
     gathered elsewhere. On a CPU the dense matrices cost most where channels are many and maps
     small: the celebahq64 f-VAE's top level multiplies 1,536 x 1,536 at 1x1, and its fp32 step
     takes 1.27-1.40x as long dense (``benchmarks/permutation_path.py``).
