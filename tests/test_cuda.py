@@ -25,6 +25,27 @@ def test_the_gpu_computes_what_the_cpu_computes(kind):
     torch.testing.assert_close(gpu.generate(got.cuda()).cpu(), model.cpu().generate(expected), rtol=1e-7, atol=1e-7)
 
 
+def test_permutations_dense_on_the_gpu_give_what_they_give_gathered_on_the_cpu():
+    """A flow mixing by ``shuffle``: its fused levels run the permutations as dense convolutions on
+    CUDA and as gathers on the CPU (``fvae.flows.conv1x1.Permutation``); the bound and its gradients
+    for the same noise agree (float64)."""
+    model = tiny("fvae", mixing="shuffle").double()
+    x = images(8).double()
+    model.loss(x)  # ActNorm's initialisation: the levels fuse from here on
+    u = torch.randn(8, *model.latent_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    losses, grads = [], []
+    for device in ("cpu", "cuda"):
+        model.to(device).zero_grad()
+        reconstruction, kl, _ = model.log_weights(model.to_model_space(x.to(device)), u.to(device))
+        loss = (reconstruction + kl).sum()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.cpu() for p in model.parameters() if p.grad is not None])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-9)
+    for gpu, cpu in zip(*grads[::-1]):
+        torch.testing.assert_close(gpu, cpu, rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_bf16_autocast_on_the_gpu_keeps_the_loss(kind):
     model = tiny(kind).cuda()
