@@ -211,15 +211,23 @@ class Permutation(Mixing):
         return y[:, self.inverse_perm]
 
     @staticmethod
+    def _per_step(blocks: Sequence["Permutation"], log_scale: torch.Tensor, bias: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``K`` steps' permutations ``(K, C)``, ActNorm log-scales and biases as ``(K, C)``, and
+        the scales ``e^s`` ``(K, C)``."""
+        perms = torch.stack([b.perm for b in blocks])
+        k, c = perms.shape
+        log_scale = log_scale.view(k, c)
+        return perms, log_scale, bias.view(k, c), torch.exp(log_scale)
+
+    @staticmethod
     def folded(blocks: Sequence["Permutation"], log_scale: torch.Tensor, bias: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The blocks ``W_k = I[perm_k]`` (``log|det| = 0``) after ActNorms (module docstring): row ``i``
         of ``W_k diag(e^(s_k))`` holds ``e^(s_k[p])`` at column ``p = perm_k[i]``, scattered, and the
         shift is ``b_k e^(s_k)`` gathered at ``perm_k``. No ``C x C`` product in either pass."""
-        perms = torch.stack([b.perm for b in blocks])
+        perms, log_scale, bias, scale = Permutation._per_step(blocks, log_scale, bias)
         k, c = perms.shape
-        log_scale, bias = log_scale.view(k, c), bias.view(k, c)
-        scale = torch.exp(log_scale)
         weights = log_scale.new_zeros(k, c, c).scatter_(2, perms.unsqueeze(2), scale.gather(1, perms).unsqueeze(2))
         return weights, (bias * scale).gather(1, perms), log_scale.sum()
 
@@ -231,10 +239,8 @@ class Permutation(Mixing):
         dense = blocks[0].dense
         if dense or (dense is None and device.type == "cuda"):
             return super().step_maps(blocks, log_scale, bias, device)
-        perms = torch.stack([b.perm for b in blocks])
+        perms, log_scale, bias, scale = cls._per_step(blocks, log_scale, bias)
         k, c = perms.shape
-        log_scale, bias = log_scale.view(k, c), bias.view(k, c)
-        scale = torch.exp(log_scale)
         gathered = torch.stack([scale, bias * scale], dim=1).gather(2, perms.unsqueeze(1).expand(k, 2, c))
         weights, shifts = gathered[:, 0].reshape(k, c, 1, 1, 1).unbind(0), gathered[:, 1].unbind(0)
         maps = [functools.partial(_permute_and_scale, perm=b.perm, inverse_perm=b.inverse_perm, weight=w, bias=t)
