@@ -118,12 +118,17 @@ def context() -> str:
     return f"{table}\n\nr = {record['r']:.3f} between the asked and the drawn ink mass (T = {record['temperature']:g}).\n"
 
 
-def train_speed() -> str:
-    record = load("train_speed")
-    return markdown_table(record["rows"], ["version", "steps", "images_per_s", "train_s", "test_bpd"],
-                          {"steps": ",", "images_per_s": ".1f", "train_s": ".1f", "test_bpd": ".4f"},
-                          {"images_per_s": "train images/s", "train_s": "training s", "test_bpd": "test bits/dim"}
-                          ) + f"\n\nSpeed-up: {record['speedup']:.2f}x; test bits/dim gap {record['test_bpd_gap']:.4f}.\n"
+def train_speed(name: str) -> Callable[[], str]:
+    """The default run beside an earlier fvae (``train_speed.py``), on the machine it names."""
+    def render() -> str:
+        record = load(name)
+        machine = record["meta"]
+        return markdown_table(record["rows"], ["version", "steps", "images_per_s", "train_s", "test_bpd"],
+                              {"steps": ",", "images_per_s": ".1f", "train_s": ".1f", "test_bpd": ".4f"},
+                              {"images_per_s": "train images/s", "train_s": "training s", "test_bpd": "test bits/dim"}
+                              ) + (f"\n\nSpeed-up: {record['speedup']:.2f}x; test bits/dim gap {record['test_bpd_gap']:.4f} "
+                                   f"({machine['cpu']}, {machine['cores']} cores; `{machine['command']}`).\n")
+    return render
 
 
 def score_graded() -> str:
@@ -189,7 +194,8 @@ def permutation_path() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "peers": peers("peers"), "peers_fashion": peers("peers_fashion"), "peers_30m": peers("peers_30m"),
     "peers_fashion_30m": peers("peers_fashion_30m"), "shipped": shipped, "latent_edits": latent_edits,
-    "context": context, "train_speed": train_speed, "ood": ood, "conditional": peers("conditional"),
+    "context": context, "train_speed": train_speed("train_speed"),
+    "train_speed_zen4": train_speed("epyc_zen4/train_speed"), "ood": ood, "conditional": peers("conditional"),
     "edits_summary": edits_summary, "score_graded": score_graded, "score_spread": score_spread,
     "data_speed": data_speed, "step_ops": step_ops, "own_shapes": own_shapes,
     "permutation_path": permutation_path,

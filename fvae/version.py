@@ -1,2 +1,2 @@
 """fvae's version, read by the package, its Hub folders and its build."""
-__version__ = "0.13.2"
+__version__ = "0.13.3"

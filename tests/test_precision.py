@@ -91,15 +91,29 @@ def test_the_split_prior_whitens_in_fp32():
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(amx, monkeypatch, tmp_path):
-    """``train.precision=auto`` (the default) trains in bf16 where it was measured faster, a CPU with
-    AMX, and in fp32 elsewhere: an emulating CPU, a GPU; ``32`` and ``bf16`` are obeyed everywhere."""
+@pytest.mark.parametrize("avx512_bf16", [True, False])
+def test_a_cpu_multiplies_bf16_in_hardware_where_it_has_avx512_bf16_with_or_without_amx(avx512_bf16, amx,
+                                                                                        monkeypatch):
+    """AVX-512 BF16's dot products are what oneDNN's bf16 convolutions need to run natively (measured
+    faster than fp32 on a Xeon with AMX and on an AMD EPYC without); AMX tiles alone are not."""
+    from fvae.training import precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert precision.cpu_has_bf16_matmul() is (avx512_bf16 and torch.backends.mkldnn.is_available())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(native, monkeypatch, tmp_path):
+    """``train.precision=auto`` (the default) trains in bf16 where it was measured faster, a CPU that
+    multiplies bf16 in hardware, and in fp32 elsewhere: an emulating CPU, a GPU; ``32`` and ``bf16``
+    are obeyed everywhere."""
     from fvae.training import precision
     from fvae.training.trainer import Trainer
 
-    monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert precision.use_bf16("auto", cpu) is amx and not precision.use_bf16("auto", cuda)
+    assert precision.use_bf16("auto", cpu) is native and not precision.use_bf16("auto", cuda)
     assert precision.use_bf16("bf16", cpu) and precision.use_bf16("bf16", cuda)
     assert not precision.use_bf16("32", cpu) and not precision.use_bf16("32", cuda)
     assert run_config("fvae", "mnist").train.precision == "auto"
@@ -115,8 +129,8 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware(a
         summary = trainer.fit()
     finally:
         trainer.close()
-    assert seen and all(b is amx for b in seen)
-    assert summary["train_precision"] == ("bf16" if amx else "32")
+    assert seen and all(b is native for b in seen)
+    assert summary["train_precision"] == ("bf16" if native else "32")
     assert 0 <= summary["precision"] <= 1  # the sample score's precision, not overwritten by the training's
 
 

@@ -3,11 +3,12 @@
 The models mark what must stay in fp32 (:func:`fvae.flows.base.full_precision`); this module
 only decides whether autocast is on: ``train.precision`` ``32`` turns it off, ``bf16`` turns it
 on anywhere, and ``auto`` (the default) picks whichever was measured faster on this kind of
-device: bf16 on a CPU that multiplies bf16 matrices in hardware (Intel AMX: oneDNN's bf16
-convolutions there run 2-3x faster than fp32 ones, and the default run 1.36x as fast as fvae
-0.9.1's, ``benchmarks/cpu_precision.py``, ``benchmarks/train_speed.py``), fp32 on other CPUs
-(where bf16 is emulated and several times slower) and on GPUs (at the presets' sizes an H200 is
-launch-bound and bf16's casts made steps slower, docs/engine.md, "GPU check").
+device: bf16 on a CPU with AVX-512 BF16, whose bf16 dot products oneDNN's convolutions run in
+hardware (measured on two: a Xeon with AMX, its mnist f-VAE step 1.33x as fast as fp32 and the
+default run 1.36x fvae 0.9.1's; an AMD EPYC (Zen 4) without AMX, 1.28x and 1.26x,
+``benchmarks/cpu_precision.py``, ``benchmarks/train_speed.py``), fp32 on other CPUs (where bf16 is
+emulated and several times slower) and on GPUs (at the presets' sizes an H200 is launch-bound and
+bf16's casts made steps slower, docs/engine.md, "GPU check").
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ import torch
 
 
 def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles with AVX-512 bf16), so that
-    oneDNN runs bf16 convolutions natively rather than emulated."""
-    return (torch.backends.mkldnn.is_available() and torch.cpu._is_amx_tile_supported()
-            and torch.cpu._is_avx512_bf16_supported())
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16's dot products, with or without
+    AMX tiles), so that oneDNN runs bf16 convolutions natively rather than emulated."""
+    return torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported()
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
